@@ -1,0 +1,51 @@
+#pragma once
+// A session runs one model for one sequence: it owns the KV cache, the scratch buffers and
+// the thread pool, and feeds tokens at its current position.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "bitnet/model.h"
+
+namespace bitnet {
+
+struct SessionOptions {
+  int context_length = 0;  // 0 = the model's max_position_embeddings
+  int n_threads = 0;       // 0 = physical cores
+  int max_batch = 128;     // prompt tokens per forward pass; longer prompts run in chunks
+  std::string kernels = "auto";  // auto, scalar, avx2, avx512
+};
+
+class Session {
+ public:
+  Session(std::shared_ptr<const Model> model, const SessionOptions& options = {});
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Runs tokens at positions [position(), position() + n) in one batched pass per max_batch
+  // chunk and returns the logits of the last token (valid until the next call).
+  // Throws bitnet::Error, leaving the session unchanged, if they do not fit in the context or
+  // an id is outside the vocabulary.
+  std::span<const float> feed(std::span<const int32_t> tokens);
+
+  int position() const { return position_; }
+  // Forgets everything after the first n tokens (their cache entries are overwritten later).
+  void rewind(int n);
+  int context_length() const;
+  int n_threads() const;
+  const std::string& kernels() const { return kernels_; }
+  const Model& model() const { return *model_; }
+
+  struct State;
+
+ private:
+  std::shared_ptr<const Model> model_;
+  std::unique_ptr<State> state_;
+  std::string kernels_;
+  int position_ = 0;
+};
+
+}  // namespace bitnet

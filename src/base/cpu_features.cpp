@@ -1,0 +1,43 @@
+#include "base/cpu_features.h"
+
+#include "bitnet/error.h"
+
+namespace bitnet {
+
+const CpuFeatures& CpuFeatures::host() {
+  static const CpuFeatures features = [] {
+    __builtin_cpu_init();
+    CpuFeatures f;
+    f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    f.avx_vnni = f.avx2 && __builtin_cpu_supports("avxvnni");
+    f.avx512_vnni = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                    __builtin_cpu_supports("avx512vnni");
+    return f;
+  }();
+  return features;
+}
+
+CpuIsa CpuFeatures::best_isa() const {
+  if (avx512_vnni) return CpuIsa::avx512_vnni;
+  if (avx2) return CpuIsa::avx2;
+  return CpuIsa::scalar;
+}
+
+const char* isa_name(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::scalar: return "scalar";
+    case CpuIsa::avx2: return "avx2";
+    case CpuIsa::avx512_vnni: return "avx512";
+  }
+  return "?";
+}
+
+CpuIsa parse_isa(const std::string& name) {
+  if (name == "scalar") return CpuIsa::scalar;
+  if (name == "avx2") return CpuIsa::avx2;
+  if (name == "avx512") return CpuIsa::avx512_vnni;
+  throw Error("unknown kernel variant '" + name + "' (choices: scalar, avx2, avx512)");
+}
+
+}  // namespace bitnet

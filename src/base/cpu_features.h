@@ -1,0 +1,23 @@
+#pragma once
+// Which SIMD paths this CPU (and OS) supports; kernels pick their variant from this at run time.
+
+#include <string>
+
+namespace bitnet {
+
+enum class CpuIsa { scalar, avx2, avx512_vnni };
+
+struct CpuFeatures {
+  bool avx2 = false;      // with FMA and F16C
+  bool avx_vnni = false;  // VEX-encoded vpdpbusd on ymm
+  bool avx512_vnni = false;  // with F, BW, VL, DQ
+
+  static const CpuFeatures& host();
+  CpuIsa best_isa() const;
+};
+
+const char* isa_name(CpuIsa isa);
+// Parses "scalar", "avx2", "avx512"; throws bitnet::Error on anything else.
+CpuIsa parse_isa(const std::string& name);
+
+}  // namespace bitnet

@@ -1,0 +1,62 @@
+#include "kernels/cpu/ops.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "base/float16.h"
+
+namespace bitnet {
+
+void rmsnorm(const float* x, const float* weight, float* out, int64_t n, float eps) {
+  double sum_sq = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum_sq += static_cast<double>(x[i]) * x[i];
+  const float variance = static_cast<float>(sum_sq / static_cast<double>(n));
+  const float inv_rms = 1.0f / std::sqrt(variance + eps);
+  for (int64_t i = 0; i < n; ++i) out[i] = weight[i] * (x[i] * inv_rms);
+}
+
+void rope(float* x, int n_heads, int head_dim, const float* cos, const float* sin) {
+  const int half = head_dim / 2;
+  for (int h = 0; h < n_heads; ++h) {
+    float* v = x + static_cast<int64_t>(h) * head_dim;
+    for (int i = 0; i < half; ++i) {
+      const float a = v[i], b = v[i + half];
+      v[i] = a * cos[i] - b * sin[i];
+      v[i + half] = b * cos[i] + a * sin[i];
+    }
+  }
+}
+
+void relu2_mul(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = std::max(gate[i], 0.0f);
+    out[i] = g * g * up[i];
+  }
+}
+
+void softmax(float* x, int64_t n) {
+  float max_v = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) max_v = std::max(max_v, x[i]);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - max_v);
+    sum += x[i];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void matvec_bf16(const uint16_t* w, int64_t cols, const float* x, float* y, int64_t row_begin,
+                 int64_t row_end) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint16_t* row = w + r * cols;
+    float acc[8] = {};
+    int64_t k = 0;
+    for (; k + 8 <= cols; k += 8)
+      for (int j = 0; j < 8; ++j) acc[j] += bf16_to_f32(row[k + j]) * x[k + j];
+    for (; k < cols; ++k) acc[0] += bf16_to_f32(row[k]) * x[k];
+    y[r] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  }
+}
+
+}  // namespace bitnet

@@ -1,0 +1,25 @@
+#pragma once
+// The model's floating-point ops, fp32, in the order transformers computes them.
+
+#include <cstdint>
+
+namespace bitnet {
+
+// out = weight * (x / sqrt(mean(x^2) + eps))   (LlamaRMSNorm)
+void rmsnorm(const float* x, const float* weight, float* out, int64_t n, float eps);
+
+// Rotate-half (NEOX) RoPE on n_heads vectors of head_dim, in place. cos/sin hold head_dim/2
+// values for this position: pairs are (i, i + head_dim/2).
+void rope(float* x, int n_heads, int head_dim, const float* cos, const float* sin);
+
+// out[i] = relu(gate[i])^2 * up[i]. relu^2 overflows fp16, so the FFN stays fp32.
+void relu2_mul(const float* gate, const float* up, float* out, int64_t n);
+
+// Softmax in place over n values.
+void softmax(float* x, int64_t n);
+
+// y[r] = sum_k x[k] * W[r][k] for rows [row_begin, row_end) of a bf16 matrix [rows][cols].
+void matvec_bf16(const uint16_t* w, int64_t cols, const float* x, float* y, int64_t row_begin,
+                 int64_t row_end);
+
+}  // namespace bitnet

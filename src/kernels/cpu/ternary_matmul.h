@@ -1,0 +1,54 @@
+#pragma once
+// int8 activations x ternary weights, exact int32 accumulation:
+//   y[n][r] = (sum_k q[n][k] * t[r][k]) / act_scale[n] * row_scale[r]
+
+#include <cstdint>
+#include <vector>
+
+#include "base/cpu_features.h"
+#include "kernels/cpu/ternary_packing.h"
+
+namespace bitnet {
+
+class ThreadPool;
+
+struct TernaryMatrix {
+  int64_t rows = 0, cols = 0;
+  const uint8_t* packed = nullptr;  // [rows][packed_row_bytes(cols)], see ternary_packing.h
+  std::vector<uint8_t> storage;     // owns `packed` unless it points into a mapped file
+  std::vector<float> row_scales;    // [rows]; fused matrices keep each part's weight scale
+
+  int64_t row_bytes() const { return packed_row_bytes(cols); }
+  const uint8_t* row(int64_t r) const { return packed + r * row_bytes(); }
+};
+
+// Per-token int8 activations, as transformers' ActQuant:
+//   s = 127 / max(max|x|, 1e-5);  q = clamp(round_half_even(x * s), -128, 127)
+struct QuantizedActs {
+  int64_t cols = 0;
+  int64_t stride = 0;          // padded_cols(cols); padding is zero
+  std::vector<int8_t> q;       // [n][stride]
+  std::vector<float> scale;    // [n] s per token
+  std::vector<int32_t> sum;    // [n] sum of q per token (the kernels' code offset)
+
+  void resize(int64_t n_tokens, int64_t n_cols);
+};
+
+void quantize_activations(const float* x, int64_t x_stride, int64_t n_tokens, int64_t cols,
+                          QuantizedActs& out);
+
+// Computes rows [row_begin, row_end) of y for n_tokens tokens.
+using TernaryMatmulFn = void (*)(const TernaryMatrix& w, const QuantizedActs& acts,
+                                 int64_t n_tokens, float* y, int64_t y_stride, int64_t row_begin,
+                                 int64_t row_end);
+
+void ternary_matmul_scalar(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens,
+                           float* y, int64_t y_stride, int64_t row_begin, int64_t row_end);
+
+TernaryMatmulFn ternary_matmul_kernel(CpuIsa isa);
+
+// The whole matrix, rows split across the pool's threads.
+void ternary_matmul(ThreadPool& pool, CpuIsa isa, const TernaryMatrix& w, const QuantizedActs& acts,
+                    int64_t n_tokens, float* y, int64_t y_stride);
+
+}  // namespace bitnet

@@ -1,0 +1,136 @@
+#include "model/forward_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cpu/ops.h"
+#include "model/weights.h"
+
+namespace bitnet {
+
+CpuForward::CpuForward(std::shared_ptr<const Model> model, ThreadPool& pool, CpuIsa isa, int max_batch,
+                       int context_length)
+    : model_(std::move(model)), c_(model_->config()), pool_(pool), isa_(isa), max_batch_(max_batch) {
+  // transformers' default RoPE in fp32: inv_freq = 1 / theta^(2i/d), angle = pos * inv_freq.
+  const int half = c_.head_dim / 2;
+  rope_cos_.resize(static_cast<size_t>(context_length) * half);
+  rope_sin_.resize(rope_cos_.size());
+  for (int i = 0; i < half; ++i) {
+    const float inv_freq =
+        1.0f / std::pow(c_.rope_theta, static_cast<float>(2 * i) / static_cast<float>(c_.head_dim));
+    for (int pos = 0; pos < context_length; ++pos) {
+      const float angle = static_cast<float>(pos) * inv_freq;
+      rope_cos_[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+      rope_sin_[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+    }
+  }
+  const size_t b = static_cast<size_t>(max_batch);
+  x_.resize(b * c_.hidden_dim);
+  xb_.resize(b * std::max(c_.hidden_dim, c_.ffn_dim));
+  qkv_.resize(b * (c_.q_dim() + 2 * c_.kv_dim()));
+  attn_out_.resize(b * c_.q_dim());
+  gate_up_.resize(b * 2 * c_.ffn_dim);
+  proj_.resize(b * c_.hidden_dim);
+  scores_.resize(static_cast<size_t>(pool_.size()) * context_length);
+  acts_hidden_.resize(max_batch, c_.hidden_dim);
+  acts_ffn_.resize(max_batch, c_.ffn_dim);
+}
+
+void CpuForward::attention(const KvCache& kv, int layer, std::span<const BatchToken> batch) {
+  const int group = c_.n_heads / c_.n_kv_heads, hd = c_.head_dim;
+  const int qkv_dim = c_.q_dim() + 2 * c_.kv_dim();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t items = static_cast<int64_t>(batch.size()) * c_.n_heads;
+  pool_.run([&](int thread, int n_threads) {
+    float* scores = scores_.data() + static_cast<size_t>(thread) * kv.context_length();
+    for (int64_t item = items * thread / n_threads; item < items * (thread + 1) / n_threads; ++item) {
+      const int64_t t = item / c_.n_heads;
+      const int h = static_cast<int>(item % c_.n_heads), kvh = h / group;
+      const BatchToken& bt = batch[t];
+      const float* q = qkv_.data() + t * qkv_dim + static_cast<int64_t>(h) * hd;
+      const int n_pos = bt.pos + 1;  // causal: positions 0..pos of this sequence
+      const float* keys = kv.key(bt.slot, layer, kvh, 0);
+      for (int p = 0; p < n_pos; ++p) {
+        const float* k = keys + static_cast<int64_t>(p) * hd;
+        float dot = 0.0f;
+        for (int i = 0; i < hd; ++i) dot += q[i] * k[i];
+        scores[p] = dot * scale;
+      }
+      softmax(scores, n_pos);
+      float* out = attn_out_.data() + t * c_.q_dim() + static_cast<int64_t>(h) * hd;
+      std::fill(out, out + hd, 0.0f);
+      const float* values = kv.value(bt.slot, layer, kvh, 0);
+      for (int p = 0; p < n_pos; ++p) {
+        const float* v = values + static_cast<int64_t>(p) * hd;
+        for (int i = 0; i < hd; ++i) out[i] += scores[p] * v[i];
+      }
+    }
+  });
+}
+
+void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch, std::span<const int32_t> logit_rows,
+                         float* logits, const LayerObserver& observer) {
+  const Model::Weights& w = model_->weights();
+  const int64_t n = static_cast<int64_t>(batch.size());
+  const int64_t hidden = c_.hidden_dim, ffn = c_.ffn_dim, q_dim = c_.q_dim(), kv_dim = c_.kv_dim();
+  const int64_t qkv_dim = q_dim + 2 * kv_dim;
+  const int half = c_.head_dim / 2;
+  const float eps = c_.rms_norm_eps;
+
+  for (int64_t t = 0; t < n; ++t) w.embed.row_to_f32(batch[t].token, x_.data() + t * hidden);
+
+  for (int l = 0; l < c_.n_layers; ++l) {
+    const LayerWeights& lw = w.layers[l];
+
+    // Attention block: norm -> fused q,k,v -> RoPE -> cache write -> attention -> sub-norm -> o_proj.
+    for (int64_t t = 0; t < n; ++t) rmsnorm(x_.data() + t * hidden, lw.input_norm.data(), xb_.data() + t * hidden, hidden, eps);
+    quantize_activations(xb_.data(), hidden, n, hidden, acts_hidden_);
+    ternary_matmul(pool_, isa_, lw.qkv, acts_hidden_, n, qkv_.data(), qkv_dim);
+    for (int64_t t = 0; t < n; ++t) {
+      const BatchToken& bt = batch[t];
+      float* q = qkv_.data() + t * qkv_dim;
+      float* k = q + q_dim;
+      float* v = k + kv_dim;
+      const float* cos = rope_cos_.data() + static_cast<size_t>(bt.pos) * half;
+      const float* sin = rope_sin_.data() + static_cast<size_t>(bt.pos) * half;
+      rope(q, c_.n_heads, c_.head_dim, cos, sin);
+      rope(k, c_.n_kv_heads, c_.head_dim, cos, sin);
+      for (int h = 0; h < c_.n_kv_heads; ++h) {
+        std::copy_n(k + h * c_.head_dim, c_.head_dim, kv.key(bt.slot, l, h, bt.pos));
+        std::copy_n(v + h * c_.head_dim, c_.head_dim, kv.value(bt.slot, l, h, bt.pos));
+      }
+    }
+    attention(kv, l, batch);
+    for (int64_t t = 0; t < n; ++t) rmsnorm(attn_out_.data() + t * q_dim, lw.attn_sub_norm.data(), xb_.data() + t * q_dim, q_dim, eps);
+    quantize_activations(xb_.data(), q_dim, n, q_dim, acts_hidden_);
+    ternary_matmul(pool_, isa_, lw.o, acts_hidden_, n, proj_.data(), hidden);
+    for (int64_t i = 0; i < n * hidden; ++i) x_[i] += proj_[i];
+
+    // FFN block: norm -> fused gate,up -> relu(gate)^2 * up -> sub-norm -> down_proj.
+    for (int64_t t = 0; t < n; ++t) rmsnorm(x_.data() + t * hidden, lw.post_attn_norm.data(), xb_.data() + t * hidden, hidden, eps);
+    quantize_activations(xb_.data(), hidden, n, hidden, acts_hidden_);
+    ternary_matmul(pool_, isa_, lw.gate_up, acts_hidden_, n, gate_up_.data(), 2 * ffn);
+    for (int64_t t = 0; t < n; ++t) {
+      const float* gate = gate_up_.data() + t * 2 * ffn;
+      float* h = xb_.data() + t * ffn;
+      relu2_mul(gate, gate + ffn, h, ffn);
+      rmsnorm(h, lw.ffn_sub_norm.data(), h, ffn, eps);
+    }
+    quantize_activations(xb_.data(), ffn, n, ffn, acts_ffn_);
+    ternary_matmul(pool_, isa_, lw.down, acts_ffn_, n, proj_.data(), hidden);
+    for (int64_t i = 0; i < n * hidden; ++i) x_[i] += proj_[i];
+
+    if (observer) observer(l, x_.data(), n);
+  }
+
+  // Final norm and the floating-point lm_head, only for the rows whose logits are wanted.
+  const DenseMatrix& head = w.lm_head();
+  for (size_t i = 0; i < logit_rows.size(); ++i) {
+    float* normed = xb_.data();
+    rmsnorm(x_.data() + static_cast<int64_t>(logit_rows[i]) * hidden, w.final_norm.data(), normed, hidden, eps);
+    float* out = logits + i * static_cast<size_t>(c_.vocab_size);
+    pool_.parallel_for(head.rows, 64, [&](int64_t begin, int64_t end) { head.matvec(normed, out, begin, end); });
+  }
+}
+
+}  // namespace bitnet

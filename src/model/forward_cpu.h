@@ -1,0 +1,63 @@
+#pragma once
+// The CPU forward pass of BitNet b1.58 and the scratch buffers it needs.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "base/cpu_features.h"
+#include "base/thread_pool.h"
+#include "bitnet/model.h"
+#include "kernels/cpu/ternary_matmul.h"
+#include "model/kv_cache.h"
+
+namespace bitnet {
+
+// One token of a batch: a prompt chunk is many tokens of one slot at consecutive positions;
+// batched decode is one token for each of several slots.
+struct BatchToken {
+  int32_t token;
+  int32_t pos;
+  int32_t slot;
+};
+
+// Called after each layer with the residual stream [n_tokens][hidden] (layer = n_layers for the
+// final norm's input); used by `bitnet check` to compare paths layer by layer.
+using LayerObserver = std::function<void(int layer, const float* hidden, int64_t n_tokens)>;
+
+class CpuForward {
+ public:
+  CpuForward(std::shared_ptr<const Model> model, ThreadPool& pool, CpuIsa isa, int max_batch,
+             int context_length);
+
+  // Runs the batch (tokens must already be validated), writing its keys and values into the
+  // cache, and writes logits [logit_rows.size()][vocab] for the batch indices in logit_rows.
+  void forward(KvCache& kv, std::span<const BatchToken> batch, std::span<const int32_t> logit_rows,
+               float* logits, const LayerObserver& observer = {});
+
+  int max_batch() const { return max_batch_; }
+  CpuIsa isa() const { return isa_; }
+
+ private:
+  void attention(const KvCache& kv, int layer, std::span<const BatchToken> batch);
+
+  std::shared_ptr<const Model> model_;
+  const ModelConfig& c_;
+  ThreadPool& pool_;
+  CpuIsa isa_;
+  int max_batch_;
+  std::vector<float> rope_cos_, rope_sin_;  // [context_length][head_dim / 2]
+
+  std::vector<float> x_;         // [batch][hidden] residual stream
+  std::vector<float> xb_;        // [batch][max(hidden, ffn)] normed input to a matmul
+  std::vector<float> qkv_;       // [batch][q_dim + 2 kv_dim]
+  std::vector<float> attn_out_;  // [batch][q_dim]
+  std::vector<float> gate_up_;   // [batch][2 ffn]
+  std::vector<float> proj_;      // [batch][hidden] o_proj / down_proj output
+  std::vector<float> scores_;    // [threads][context_length]
+  QuantizedActs acts_hidden_, acts_ffn_;
+};
+
+}  // namespace bitnet

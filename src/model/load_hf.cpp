@@ -1,0 +1,298 @@
+// Loads a HuggingFace BitNet model directory: validates every tensor and packs the ternary
+// weights into the kernel layout (ternary_packing.h), fusing q/k/v and gate/up.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+
+#include "base/float16.h"
+#include "base/thread_pool.h"
+#include "bitnet/error.h"
+#include "model/weights.h"
+
+namespace bitnet {
+namespace {
+
+std::string shape_str(std::initializer_list<int64_t> shape) {
+  std::string s = "[";
+  size_t i = 0;
+  for (int64_t d : shape) s += (i++ ? ", " : "") + std::to_string(d);
+  return s + "]";
+}
+
+float float_at(const TensorView& t, int64_t i) {
+  const uint8_t* p = t.bytes.data();
+  switch (t.dtype) {
+    case DType::BF16: {
+      uint16_t h;
+      std::memcpy(&h, p + 2 * i, 2);
+      return bf16_to_f32(h);
+    }
+    case DType::F16: {
+      uint16_t h;
+      std::memcpy(&h, p + 2 * i, 2);
+      return f16_to_f32(h);
+    }
+    case DType::F32: {
+      float f;
+      std::memcpy(&f, p + 4 * i, 4);
+      return f;
+    }
+    default: return 0.0f;
+  }
+}
+
+bool is_float(DType d) { return d == DType::BF16 || d == DType::F16 || d == DType::F32; }
+
+class Loader {
+ public:
+  Loader(const std::filesystem::path& dir, const ModelConfig& config, const LoadOptions& options,
+         std::vector<std::string>& warnings)
+      : config_(config),
+        options_(options),
+        warnings_(warnings),
+        pool_(options.n_threads > 0 ? options.n_threads : physical_core_count()) {
+    tensors_ = std::make_shared<TensorSet>(TensorSet::open_dir(dir));
+  }
+
+  std::unique_ptr<Model::Weights> load() {
+    const ModelConfig& c = config_;
+    if (c.q_dim() != c.hidden_dim) {
+      throw Error(tensors_->source_name() + ": num_attention_heads * head_dim = " + std::to_string(c.q_dim()) +
+                  " must equal hidden_size = " + std::to_string(c.hidden_dim) +
+                  " (attn_sub_norm spans hidden_size)");
+    }
+    auto w = std::make_unique<Model::Weights>();
+    w->keep_alive.push_back(tensors_);
+    w->embed = dense("model.embed_tokens.weight", c.vocab_size, c.hidden_dim);
+    w->layers.resize(c.n_layers);
+    for (int l = 0; l < c.n_layers; ++l) {
+      report(static_cast<double>(l) / c.n_layers);
+      load_layer(l, w->layers[l]);
+    }
+    w->final_norm = vector("model.norm.weight", c.hidden_dim);
+    if (tensors_->find("lm_head.weight")) {
+      w->lm_head_tied = false;
+      w->lm_head_own = dense("lm_head.weight", c.vocab_size, c.hidden_dim);
+    } else if (!c.tie_word_embeddings) {
+      throw Error(tensors_->source_name() + ": tensor 'lm_head.weight' is missing and config.json has "
+                  "tie_word_embeddings: false");
+    }
+    report(1.0);
+    return w;
+  }
+
+ private:
+  void report(double fraction) {
+    if (options_.progress) options_.progress("loading", fraction);
+  }
+
+  void warn(const std::string& message) {
+    std::lock_guard lock(warn_mutex_);
+    warnings_.push_back(message);
+  }
+
+  const TensorView& get(const std::string& name) { return tensors_->get(name); }
+
+  [[noreturn]] void bad_tensor(const TensorView& t, const std::string& expected) {
+    throw Error(tensors_->source_name() + ": tensor '" + t.name + "': expected " + expected + ", found " +
+                t.describe());
+  }
+
+  void check_float_shape(const TensorView& t, std::initializer_list<int64_t> shape) {
+    std::vector<int64_t> want(shape);
+    if (!is_float(t.dtype) || t.shape != want) bad_tensor(t, shape_str(shape) + " BF16, F16 or F32");
+  }
+
+  // Scans a float tensor for the corruptions reported for this model: all zeros, NaN or Inf.
+  void check_values(const TensorView& t) {
+    const int64_t n = t.numel();
+    std::atomic<int64_t> nonzero{0}, nonfinite{0};
+    pool_.parallel_for(n, 1 << 16, [&](int64_t begin, int64_t end) {
+      int64_t nz = 0, nf = 0;
+      for (int64_t i = begin; i < end; ++i) {
+        const float v = float_at(t, i);
+        nz += v != 0.0f;
+        nf += !std::isfinite(v);
+      }
+      nonzero += nz;
+      nonfinite += nf;
+    });
+    if (n > 0 && nonzero == 0) warn("tensor '" + t.name + "' is all zeros (corrupted download?)");
+    if (nonfinite > 0) {
+      warn("tensor '" + t.name + "' has " + std::to_string(nonfinite.load()) + " non-finite values (corrupted download?)");
+    }
+  }
+
+  std::vector<float> vector(const std::string& name, int64_t n) {
+    const TensorView& t = get(name);
+    check_float_shape(t, {n});
+    check_values(t);
+    std::vector<float> v(n);
+    for (int64_t i = 0; i < n; ++i) v[i] = float_at(t, i);
+    return v;
+  }
+
+  DenseMatrix dense(const std::string& name, int64_t rows, int64_t cols) {
+    const TensorView& t = get(name);
+    check_float_shape(t, {rows, cols});
+    check_values(t);
+    DenseMatrix m;
+    m.rows = rows;
+    m.cols = cols;
+    if (t.dtype == DType::F16) {  // no fp16 kernels: widen once to f32
+      m.dtype = DType::F32;
+      m.storage.resize(static_cast<size_t>(rows * cols) * 4);
+      float* out = reinterpret_cast<float*>(m.storage.data());
+      for (int64_t i = 0; i < rows * cols; ++i) out[i] = float_at(t, i);
+      m.data = m.storage.data();
+    } else {
+      m.dtype = t.dtype;
+      m.data = t.bytes.data();
+    }
+    return m;
+  }
+
+  void load_layer(int l, LayerWeights& lw) {
+    const ModelConfig& c = config_;
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    lw.input_norm = vector(p + "input_layernorm.weight", c.hidden_dim);
+    lw.post_attn_norm = vector(p + "post_attention_layernorm.weight", c.hidden_dim);
+    lw.attn_sub_norm = vector(p + "self_attn.attn_sub_norm.weight", c.hidden_dim);
+    lw.ffn_sub_norm = vector(p + "mlp.ffn_sub_norm.weight", c.ffn_dim);
+
+    allocate(lw.qkv, c.q_dim() + 2 * c.kv_dim(), c.hidden_dim);
+    ternary(p + "self_attn.q_proj", lw.qkv, 0, c.q_dim());
+    ternary(p + "self_attn.k_proj", lw.qkv, c.q_dim(), c.kv_dim());
+    ternary(p + "self_attn.v_proj", lw.qkv, c.q_dim() + c.kv_dim(), c.kv_dim());
+    allocate(lw.o, c.hidden_dim, c.q_dim());
+    ternary(p + "self_attn.o_proj", lw.o, 0, c.hidden_dim);
+    allocate(lw.gate_up, 2 * c.ffn_dim, c.hidden_dim);
+    ternary(p + "mlp.gate_proj", lw.gate_up, 0, c.ffn_dim);
+    ternary(p + "mlp.up_proj", lw.gate_up, c.ffn_dim, c.ffn_dim);
+    allocate(lw.down, c.hidden_dim, c.ffn_dim);
+    ternary(p + "mlp.down_proj", lw.down, 0, c.hidden_dim);
+  }
+
+  static void allocate(TernaryMatrix& m, int64_t rows, int64_t cols) {
+    m.rows = rows;
+    m.cols = cols;
+    m.storage.assign(static_cast<size_t>(rows * m.row_bytes()), 0);
+    m.packed = m.storage.data();
+    m.row_scales.assign(static_cast<size_t>(rows), 0.0f);
+  }
+
+  // Loads linear `prefix` ([out][in] with in == m.cols) into rows [row0, row0 + out) of m.
+  void ternary(const std::string& prefix, TernaryMatrix& m, int64_t row0, int64_t out) {
+    const int64_t in = m.cols;
+    const TensorView& t = get(prefix + ".weight");
+    if (config_.quant_mode == QuantMode::online) {
+      check_float_shape(t, {out, in});
+      ternarize_online(t, m, row0, out);
+    } else {
+      if (out % 4 != 0) throw Error(t.name + ": out_features " + std::to_string(out) + " is not a multiple of 4");
+      if (t.dtype != DType::U8 || t.shape != std::vector<int64_t>{out / 4, in}) {
+        bad_tensor(t, shape_str({out / 4, in}) + " U8 (2-bit packed)");
+      }
+      const TensorView& s = get(prefix + ".weight_scale");
+      if (!is_float(s.dtype) || s.numel() != 1 || s.shape.size() > 1) bad_tensor(s, "[1] BF16 or F32");
+      const float scale = float_at(s, 0);
+      if (!std::isfinite(scale) || scale == 0.0f) {
+        warn("tensor '" + s.name + "' is " + std::to_string(scale) + " (corrupted download?)");
+      }
+      unpack_offline(t, m, row0, out, config_.weight_scale_divides ? 1.0f / scale : scale);
+    }
+  }
+
+  // transformers' WeightQuant, per whole tensor, in fp32:
+  //   s = 1 / max(mean|W|, 1e-5);  t = clamp(round_half_even(W * s), -1, 1);  scale = 1 / s
+  void ternarize_online(const TensorView& t, TernaryMatrix& m, int64_t row0, int64_t out) {
+    const int64_t in = m.cols;
+    std::mutex mu;
+    double abs_sum = 0.0;
+    int64_t nonzero = 0, nonfinite = 0;
+    pool_.parallel_for(out, 1, [&](int64_t r0, int64_t r1) {
+      double local = 0.0;
+      int64_t nz = 0, nf = 0;
+      for (int64_t i = r0 * in; i < r1 * in; ++i) {
+        const float v = float_at(t, i);
+        local += std::fabs(v);
+        nz += v != 0.0f;
+        nf += !std::isfinite(v);
+      }
+      std::lock_guard lock(mu);
+      abs_sum += local;
+      nonzero += nz;
+      nonfinite += nf;
+    });
+    if (nonzero == 0) warn("tensor '" + t.name + "' is all zeros (corrupted download?)");
+    if (nonfinite > 0) warn("tensor '" + t.name + "' has " + std::to_string(nonfinite) + " non-finite values");
+    const float mean = static_cast<float>(abs_sum / static_cast<double>(out * in));
+    const float s = 1.0f / std::max(mean, 1e-5f);
+    pool_.parallel_for(out, 1, [&](int64_t r0, int64_t r1) {
+      std::vector<int8_t> row(static_cast<size_t>(in));
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t k = 0; k < in; ++k) {
+          row[k] = static_cast<int8_t>(std::clamp(std::nearbyint(float_at(t, r * in + k) * s), -1.0f, 1.0f));
+        }
+        pack_ternary_row(row, {m.storage.data() + (row0 + r) * m.row_bytes(), static_cast<size_t>(m.row_bytes())});
+        m.row_scales[row0 + r] = 1.0f / s;
+      }
+    });
+  }
+
+  // HF offline layout: byte P[p][k] holds row i * (out/4) + p at bits 2i..2i+1, code = t + 1.
+  void unpack_offline(const TensorView& t, TernaryMatrix& m, int64_t row0, int64_t out, float scale) {
+    const int64_t in = m.cols, block_rows = out / 4;
+    const uint8_t* packed = t.bytes.data();
+    std::atomic<bool> bad_code{false};
+    std::atomic<int64_t> nonzero{0};
+    pool_.parallel_for(out, 1, [&](int64_t r0, int64_t r1) {
+      std::vector<int8_t> row(static_cast<size_t>(in));
+      int64_t nz = 0;
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t i = r / block_rows, p = r % block_rows;
+        for (int64_t k = 0; k < in; ++k) {
+          const int code = (packed[p * in + k] >> (2 * i)) & 3;
+          if (code == 3) bad_code = true;
+          row[k] = static_cast<int8_t>(code - 1);
+          nz += code != 1;
+        }
+        pack_ternary_row(row, {m.storage.data() + (row0 + r) * m.row_bytes(), static_cast<size_t>(m.row_bytes())});
+        m.row_scales[row0 + r] = scale;
+      }
+      nonzero += nz;
+    });
+    if (bad_code) {
+      throw Error(tensors_->source_name() + ": tensor '" + t.name +
+                  "' holds the 2-bit code 3, which is not a ternary value (valid codes: 0, 1, 2)");
+    }
+    if (nonzero == 0) warn("tensor '" + t.name + "' is all zeros (corrupted download?)");
+  }
+
+  const ModelConfig& config_;
+  const LoadOptions& options_;
+  std::vector<std::string>& warnings_;
+  ThreadPool pool_;
+  std::shared_ptr<TensorSet> tensors_;
+  std::mutex warn_mutex_;
+};
+
+}  // namespace
+
+Model::Model() = default;
+Model::~Model() = default;
+
+std::shared_ptr<const Model> Model::load(const std::filesystem::path& path, const LoadOptions& options) {
+  if (!std::filesystem::exists(path)) throw Error(path.string() + ": no such file or directory");
+  if (!std::filesystem::is_directory(path)) {
+    throw Error(path.string() + ": not a model directory (expected config.json and model.safetensors)");
+  }
+  std::shared_ptr<Model> model(new Model());
+  model->config_ = ModelConfig::load(path);
+  Loader loader(path, model->config_, options, model->warnings_);
+  model->weights_ = loader.load();
+  return model;
+}
+
+}  // namespace bitnet

@@ -1,0 +1,88 @@
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <unordered_set>
+
+#include "bitnet/error.h"
+#include "bitnet/generate.h"
+
+namespace bitnet {
+
+void SamplingParams::validate() const {
+  if (!std::isfinite(temperature) || temperature < 0) throw Error("temperature must be >= 0");
+  if (!(top_p > 0) || top_p > 1) throw Error("top_p must be in (0, 1]");
+  if (!(min_p >= 0) || min_p > 1) throw Error("min_p must be in [0, 1]");
+  if (!(repeat_penalty > 0) || !std::isfinite(repeat_penalty)) throw Error("repeat_penalty must be > 0");
+  if (repeat_last_n < 0) throw Error("repeat_last_n must be >= 0");
+}
+
+int32_t argmax(std::span<const float> logits) {
+  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) { params_.validate(); }
+
+int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> history) {
+  const int32_t vocab = static_cast<int32_t>(logits.size());
+  work_.assign(logits.begin(), logits.end());
+
+  if (params_.repeat_penalty != 1.0f && params_.repeat_last_n > 0) {
+    std::unordered_set<int32_t> seen;
+    const size_t n = std::min(history.size(), static_cast<size_t>(params_.repeat_last_n));
+    for (size_t i = history.size() - n; i < history.size(); ++i) {
+      const int32_t id = history[i];
+      if (id < 0 || id >= vocab || !seen.insert(id).second) continue;
+      float& l = work_[id];
+      l = l > 0 ? l / params_.repeat_penalty : l * params_.repeat_penalty;
+    }
+  }
+  if (params_.temperature <= 0) return argmax(work_);
+
+  for (float& l : work_) l /= params_.temperature;
+  // Candidates sorted by logit, highest first (ties by id, so results do not depend on sort
+  // stability).
+  ids_.resize(static_cast<size_t>(vocab));
+  std::iota(ids_.begin(), ids_.end(), 0);
+  auto higher = [&](int32_t a, int32_t b) { return work_[a] > work_[b] || (work_[a] == work_[b] && a < b); };
+  size_t n = ids_.size();
+  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < n) {
+    n = static_cast<size_t>(params_.top_k);
+    std::partial_sort(ids_.begin(), ids_.begin() + static_cast<ptrdiff_t>(n), ids_.end(), higher);
+  } else {
+    std::sort(ids_.begin(), ids_.end(), higher);
+  }
+  const float max_logit = work_[ids_[0]];
+  std::vector<double> probs(n);
+  double total = 0;
+  for (size_t i = 0; i < n; ++i) total += probs[i] = std::exp(static_cast<double>(work_[ids_[i]] - max_logit));
+  for (double& p : probs) p /= total;
+
+  if (params_.top_p < 1.0f) {  // smallest prefix whose mass reaches top_p (at least one token)
+    double cum = 0;
+    size_t keep = 0;
+    while (keep < n) {
+      cum += probs[keep++];
+      if (cum >= params_.top_p) break;
+    }
+    n = keep;
+  }
+  if (params_.min_p > 0) {  // drop tokens below min_p times the top probability
+    const double floor = params_.min_p * probs[0];
+    size_t keep = 1;
+    while (keep < n && probs[keep] >= floor) ++keep;
+    n = keep;
+  }
+  double kept = 0;
+  for (size_t i = 0; i < n; ++i) kept += probs[i];
+  // 53 random bits -> uniform in [0, 1); the conversion is spelled out so results match across
+  // standard libraries for the same seed.
+  const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53 * kept;
+  double cum = 0;
+  for (size_t i = 0; i < n; ++i) {
+    cum += probs[i];
+    if (u < cum) return ids_[i];
+  }
+  return ids_[n - 1];
+}
+
+}  // namespace bitnet
