@@ -6,9 +6,14 @@
 Reads a HF model directory (config.json + model.safetensors or a sharded index) with
 numpy only, computes the logits of every prompt position in one causal pass (no KV
 cache), then N greedy tokens by recomputing the whole sequence each step (argmax,
-ties -> lowest id). Quantization decisions mirror torch float32 (x.float(), scales
-and x*s rounding in float32, round half to even); everything else is float64.
-Ternary matmuls accumulate integer products exactly.
+ties -> lowest id). Arithmetic is float32, as transformers' float32 model computes it
+(RMSNorm, RoPE, softmax, residuals); ternary matmuls accumulate integer products exactly.
+
+It also reports, per position, the smallest distance of any activation-quantizer input
+x*s to a rounding tie (k + 0.5). Two correct float32 implementations that sum in different
+orders can round such near-ties differently, and one flipped int8 step moves a small
+model's logits by about a percent, so comparisons are strict only where that margin is
+comfortably large (see tests/test_model.cpp).
 """
 import argparse
 import json
@@ -149,10 +154,10 @@ def summary(cfg):
 # ----------------------------------------------------------------- weights
 
 class BitLinear:
-    """Ternary weight t [out, in] (int8) and the float64 factor applied to (q @ t^T) / s_x."""
+    """Ternary weight t [out, in] (int8) and the float32 factor applied to (q @ t^T) / s_x."""
 
     def __init__(self, t, factor):
-        self.t, self.factor = t, float(factor)
+        self.t, self.factor = t, np.float32(factor)
 
 
 def ternarize(w):
@@ -184,7 +189,7 @@ def load_bitlinear(ckpt, cfg, name, out_f, in_f):
         raise ModelError(f"{name}_scale: expected one value, got shape {list(scale.shape)}")
     scale = float(scale.reshape(-1)[0])
     # AutoBitLinear multiplies the output by weight_scale, BitLinear divides by it.
-    return BitLinear(t, scale if cfg["linear_class"] == "autobitlinear" else 1.0 / scale)
+    return BitLinear(t, scale if cfg["linear_class"] == "autobitlinear" else np.float32(1.0) / np.float32(scale))
 
 
 def load_model(model_dir):
@@ -199,7 +204,7 @@ def load_model(model_dir):
     dims = {"self_attn.q_proj": (q_dim, h), "self_attn.k_proj": (kv_dim, h), "self_attn.v_proj": (kv_dim, h),
             "self_attn.o_proj": (h, q_dim), "mlp.gate_proj": (f, h), "mlp.up_proj": (f, h),
             "mlp.down_proj": (h, f)}
-    norm = lambda name, n: ckpt.get(name, (n,)).astype(np.float64)
+    norm = lambda name, n: ckpt.get(name, (n,)).astype(np.float32)
     layers = []
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
@@ -223,16 +228,21 @@ def load_model(model_dir):
 # ----------------------------------------------------------------- math
 
 def rms_norm(x, weight, eps):
-    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
+    x = x.astype(np.float32)
+    variance = np.mean(x * x, axis=-1, keepdims=True, dtype=np.float32)
+    return weight * (x * (np.float32(1.0) / np.sqrt(variance + np.float32(eps))))
 
 
-def bitlinear(x, lin):
-    """Per-token absmax int8 activation quantization (in float32, like torch), ternary matmul."""
+def bitlinear(x, lin, margin):
+    """Per-token absmax int8 activation quantization, in float32 like torch; ternary matmul.
+    Lowers margin[i] to the distance of row i's closest quantizer input to a rounding tie."""
     x32 = x.astype(np.float32)
     s_x = np.float32(127.0) / np.maximum(np.abs(x32).max(axis=-1, keepdims=True), np.float32(1e-5))
-    q = np.clip(np.rint(x32 * s_x), -128, 127)
+    v = x32 * s_x
+    np.minimum(margin, np.abs(v - np.floor(v) - np.float32(0.5)).min(axis=-1), out=margin)
+    q = np.clip(np.rint(v), -128, 127)
     acc = q @ lin.t.T.astype(np.float32)  # integer products and sums < 2**24: exact
-    return acc.astype(np.float64) / s_x.astype(np.float64) * lin.factor
+    return (acc / s_x * lin.factor).astype(np.float32)
 
 
 def rope_tables(cfg, n):
@@ -241,8 +251,8 @@ def rope_tables(cfg, n):
     inv_freq = np.float32(1.0) / (np.float32(cfg["rope_theta"]) **
                                   (np.arange(0, hd, 2, dtype=np.float32) / np.float32(hd)))
     angles = np.arange(n, dtype=np.float32)[:, None] * inv_freq[None, :]
-    angles = np.concatenate([angles, angles], axis=-1).astype(np.float64)
-    return np.cos(angles), np.sin(angles)
+    angles = np.concatenate([angles, angles], axis=-1)
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
 
 
 def apply_rope(x, cos, sin):
@@ -252,58 +262,64 @@ def apply_rope(x, cos, sin):
     return x * cos + rotated * sin
 
 
-def attention(x, layer, cfg, cos, sin):
+def attention(x, layer, cfg, cos, sin, margin):
     n, heads, kv, hd = len(x), cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
-    q = bitlinear(x, layer["q_proj"]).reshape(n, heads, hd).transpose(1, 0, 2)
-    k = bitlinear(x, layer["k_proj"]).reshape(n, kv, hd).transpose(1, 0, 2)
-    v = bitlinear(x, layer["v_proj"]).reshape(n, kv, hd).transpose(1, 0, 2)
+    q = bitlinear(x, layer["q_proj"], margin).reshape(n, heads, hd).transpose(1, 0, 2)
+    k = bitlinear(x, layer["k_proj"], margin).reshape(n, kv, hd).transpose(1, 0, 2)
+    v = bitlinear(x, layer["v_proj"], margin).reshape(n, kv, hd).transpose(1, 0, 2)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     k, v = np.repeat(k, heads // kv, axis=0), np.repeat(v, heads // kv, axis=0)  # head h -> kv h // group
-    scores = q @ k.transpose(0, 2, 1) * hd ** -0.5
+    scores = q @ k.transpose(0, 2, 1) * np.float32(hd ** -0.5)
     scores[:, np.triu(np.ones((n, n), dtype=bool), 1)] = -np.inf
     probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
     probs /= probs.sum(axis=-1, keepdims=True)
     out = (probs @ v).transpose(1, 0, 2).reshape(n, heads * hd)
     out = rms_norm(out, layer["attn_sub_norm"], cfg["rms_norm_eps"])
-    return bitlinear(out, layer["o_proj"])
+    return bitlinear(out, layer["o_proj"], margin)
 
 
-def mlp(x, layer, cfg):
-    gate, up = bitlinear(x, layer["gate_proj"]), bitlinear(x, layer["up_proj"])
-    act = np.maximum(gate, 0.0) ** 2 * up
+def mlp(x, layer, cfg, margin):
+    gate, up = bitlinear(x, layer["gate_proj"], margin), bitlinear(x, layer["up_proj"], margin)
+    act = np.square(np.maximum(gate, np.float32(0.0))) * up
     act = rms_norm(act, layer["ffn_sub_norm"], cfg["rms_norm_eps"])
-    return bitlinear(act, layer["down_proj"])
+    return bitlinear(act, layer["down_proj"], margin)
 
 
 def forward(model, ids):
-    """Final-norm hidden states [n, hidden] and the residual stream after each layer."""
+    """Final-norm hidden states [n, hidden], the residual stream after each layer, and each
+    position's tie margin (a position's margin also covers every earlier position, whose
+    keys and values it reads)."""
     cfg = model["cfg"]
-    x = model["embed"][ids].astype(np.float64)
+    x = model["embed"][ids].astype(np.float32)
     cos, sin = rope_tables(cfg, len(ids))
+    margin = np.full(len(ids), np.inf, dtype=np.float32)
     after_layer = []
     for layer in model["layers"]:
-        x = x + attention(rms_norm(x, layer["input_layernorm"], cfg["rms_norm_eps"]), layer, cfg, cos, sin)
-        x = x + mlp(rms_norm(x, layer["post_attention_layernorm"], cfg["rms_norm_eps"]), layer, cfg)
+        x = x + attention(rms_norm(x, layer["input_layernorm"], cfg["rms_norm_eps"]), layer, cfg, cos, sin, margin)
+        x = x + mlp(rms_norm(x, layer["post_attention_layernorm"], cfg["rms_norm_eps"]), layer, cfg, margin)
         after_layer.append(x)
-    return rms_norm(x, model["norm"], cfg["rms_norm_eps"]), after_layer
+    return rms_norm(x, model["norm"], cfg["rms_norm_eps"]), after_layer, np.minimum.accumulate(margin)
 
 
 def lm_head(model, h, chunk=16384):
-    """Unquantized output projection in float64, in vocab chunks to bound memory."""
+    """Unquantized output projection in float32, in vocab chunks to bound memory."""
     w = model["lm_head"]
-    return np.concatenate([h @ w[i:i + chunk].astype(np.float64).T for i in range(0, len(w), chunk)], axis=1)
+    return np.concatenate([h @ w[i:i + chunk].T for i in range(0, len(w), chunk)], axis=1)
 
 
 def greedy(model, ids, first_logits, n):
-    """n greedy tokens; each step after the first recomputes the full sequence."""
-    seq, logits, out = list(ids), first_logits, []
+    """n greedy tokens and the tie margin of each step's forward pass; each step after the
+    first recomputes the full sequence."""
+    seq, logits, out, margins = list(ids), first_logits, [], []
     for step in range(n):
         if step:
-            logits = lm_head(model, forward(model, seq)[0][-1:])[0]
+            final, _, margin = forward(model, seq)
+            logits = lm_head(model, final[-1:])[0]
+            margins.append(float(margin[-1]))
         token = int(np.argmax(logits))  # first maximum = lowest id on ties
         out.append(token)
         seq.append(token)
-    return out
+    return out, margins
 
 
 # ----------------------------------------------------------------- CLI
@@ -337,10 +353,12 @@ def main():
     if len(args.ids) + args.greedy > cfg["max_position_embeddings"]:
         print("reference_numpy: warning: sequence longer than max_position_embeddings", file=sys.stderr)
 
-    final, after_layer = forward(model, args.ids)
+    final, after_layer, margin = forward(model, args.ids)
     logits = lm_head(model, final)
+    greedy_ids, greedy_margins = greedy(model, args.ids, logits[-1], args.greedy)
     result = {"source": "numpy-reference", "model": summary(cfg), "prompt_ids": args.ids,
-              "logits": logits.tolist(), "greedy_ids": greedy(model, args.ids, logits[-1], args.greedy)}
+              "logits": logits.tolist(), "tie_margin": margin.tolist(), "greedy_ids": greedy_ids,
+              "greedy_tie_margin": greedy_margins}
     if args.hidden:
         result["hidden"] = [x[-1].tolist() for x in after_layer]
     with open(args.out, "w") as f:

@@ -16,11 +16,11 @@ namespace bitnet {
 // Defaults follow llama.cpp. temperature <= 0 is greedy (argmax, ties to the lowest id).
 struct SamplingParams {
   float temperature = 0.8f;
-  int top_k = 40;                // <= 0 disables
-  float top_p = 0.95f;           // >= 1 disables
-  float min_p = 0.05f;           // <= 0 disables
-  float repeat_penalty = 1.0f;   // 1 disables; transformers' rule: logit > 0 ? l / p : l * p
-  int repeat_last_n = 64;        // tokens of history the penalty looks at
+  int top_k = 40;               // <= 0 disables
+  float top_p = 0.95f;          // >= 1 disables
+  float min_p = 0.05f;          // <= 0 disables
+  float repeat_penalty = 1.0f;  // 1 disables; transformers' rule: logit > 0 ? l / p : l * p
+  int repeat_last_n = 64;       // tokens of history the penalty looks at
   uint64_t seed = 0;
 
   // Throws bitnet::Error naming the parameter when out of range.
@@ -47,8 +47,8 @@ enum class FinishReason { stop, length };
 struct GenerateOptions {
   int max_new_tokens = 128;
   SamplingParams sampling;
-  std::vector<int32_t> stop_ids;         // usually the model's end ids
-  std::vector<std::string> stop_strings; // text is cut before the first match
+  std::vector<int32_t> stop_ids;          // usually the model's end ids
+  std::vector<std::string> stop_strings;  // text is cut before the first match
 };
 
 struct GenerateResult {
@@ -57,14 +57,15 @@ struct GenerateResult {
   std::string text;          // generated text, stop ids and stop strings excluded
   FinishReason finish_reason = FinishReason::length;
   double prompt_seconds = 0, gen_seconds = 0;
-  int gen_tokens_timed = 0;  // tokens decoded after the first (the first comes from the prompt pass)
+  int gen_tokens_timed =
+      0;  // tokens decoded after the first (the first comes from the prompt pass)
 };
 
 // Feeds the prompt (after whatever the session already holds), then samples up to
 // max_new_tokens. on_text receives complete UTF-8 pieces as they become final (held back while
 // they could still be the start of a stop string); returning false stops generation.
-GenerateResult generate(Session& session, const Tokenizer& tokenizer, std::span<const int32_t> prompt_ids,
-                        const GenerateOptions& options,
+GenerateResult generate(Session& session, const Tokenizer& tokenizer,
+                        std::span<const int32_t> prompt_ids, const GenerateOptions& options,
                         const std::function<bool(const std::string&)>& on_text = {});
 
 // The ids that end generation for this model: config eos ids plus <|eot_id|> / <|end_of_text|>

@@ -12,11 +12,32 @@
 
 namespace bitnet {
 
+// How the ternary weights are packed for the kernels (src/kernels/cpu/ternary_packing.h).
+enum class TernaryFormat {
+  i2,  // 2 bits per weight: cheapest to unpack
+  t5,  // 5 weights per byte (1.6 bits): 20% fewer bytes per token
+};
+
+// The lm_head's storage; it is the largest single matrix read per token.
+enum class LmHeadFormat {
+  bf16,  // as in the checkpoint: exact
+  int8,  // per-row scale
+  q4,    // 4-bit, per-group scale
+};
+
 struct LoadOptions {
   // Called as work proceeds: a stage name ("loading", "packing") and the fraction done (0..1).
   std::function<void(const std::string& stage, double fraction)> progress;
   int n_threads = 0;  // threads used for packing; 0 = physical cores
+  TernaryFormat ternary = TernaryFormat::i2;
+  LmHeadFormat lm_head = LmHeadFormat::bf16;
 };
+
+const char* format_name(TernaryFormat format);
+const char* format_name(LmHeadFormat format);
+// Parse "i2"/"t5" and "bf16"/"int8"/"q4"; throw bitnet::Error listing the choices.
+TernaryFormat parse_ternary_format(const std::string& name);
+LmHeadFormat parse_lm_head_format(const std::string& name);
 
 class Model {
  public:

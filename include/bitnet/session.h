@@ -11,11 +11,21 @@
 
 namespace bitnet {
 
+// Storage of the KV cache.
+enum class KvCacheType {
+  f32,  // exact
+  f16,
+  q8,  // int8 with one scale per position and head
+};
+const char* kv_cache_type_name(KvCacheType type);
+KvCacheType parse_kv_cache_type(const std::string& name);  // "f32", "f16", "q8"
+
 struct SessionOptions {
-  int context_length = 0;  // 0 = the model's max_position_embeddings
-  int n_threads = 0;       // 0 = physical cores
-  int max_batch = 128;     // prompt tokens per forward pass; longer prompts run in chunks
+  int context_length = 0;        // 0 = the model's max_position_embeddings
+  int n_threads = 0;             // 0 = physical cores
+  int max_batch = 128;           // prompt tokens per forward pass; longer prompts run in chunks
   std::string kernels = "auto";  // auto, scalar, avx2, avx512
+  KvCacheType kv_cache = KvCacheType::f32;
 };
 
 class Session {

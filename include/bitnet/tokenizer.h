@@ -16,7 +16,8 @@ class Tokenizer {
   // Reads DIR/tokenizer.json and, when present, DIR/tokenizer_config.json (bos/eos tokens,
   // add_bos_token, chat_template). Throws bitnet::Error naming the file and field at fault.
   static Tokenizer load(const std::filesystem::path& model_dir);
-  static Tokenizer from_json(std::string_view tokenizer_json, std::string_view tokenizer_config_json,
+  static Tokenizer from_json(std::string_view tokenizer_json,
+                             std::string_view tokenizer_config_json,
                              const std::string& source_name);
 
   Tokenizer(Tokenizer&&) noexcept;

@@ -26,9 +26,12 @@ CpuIsa CpuFeatures::best_isa() const {
 
 const char* isa_name(CpuIsa isa) {
   switch (isa) {
-    case CpuIsa::scalar: return "scalar";
-    case CpuIsa::avx2: return "avx2";
-    case CpuIsa::avx512_vnni: return "avx512";
+    case CpuIsa::scalar:
+      return "scalar";
+    case CpuIsa::avx2:
+      return "avx2";
+    case CpuIsa::avx512_vnni:
+      return "avx512";
   }
   return "?";
 }

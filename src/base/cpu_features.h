@@ -8,8 +8,8 @@ namespace bitnet {
 enum class CpuIsa { scalar, avx2, avx512_vnni };
 
 struct CpuFeatures {
-  bool avx2 = false;      // with FMA and F16C
-  bool avx_vnni = false;  // VEX-encoded vpdpbusd on ymm
+  bool avx2 = false;         // with FMA and F16C
+  bool avx_vnni = false;     // VEX-encoded vpdpbusd on ymm
   bool avx512_vnni = false;  // with F, BW, VL, DQ
 
   static const CpuFeatures& host();

@@ -7,7 +7,9 @@
 
 namespace bitnet {
 
-inline float bf16_to_f32(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
+inline float bf16_to_f32(uint16_t h) {
+  return std::bit_cast<float>(static_cast<uint32_t>(h) << 16);
+}
 
 // Round to nearest even, as torch's .to(torch.bfloat16) does; NaN stays NaN.
 inline uint16_t f32_to_bf16(float f) {

@@ -30,12 +30,18 @@ DType parse_dtype(const std::string& s, const std::string& where) {
 
 const char* dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::BF16: return "BF16";
-    case DType::F16: return "F16";
-    case DType::F32: return "F32";
-    case DType::U8: return "U8";
-    case DType::I8: return "I8";
-    case DType::I32: return "I32";
+    case DType::BF16:
+      return "BF16";
+    case DType::F16:
+      return "F16";
+    case DType::F32:
+      return "F32";
+    case DType::U8:
+      return "U8";
+    case DType::I8:
+      return "I8";
+    case DType::I32:
+      return "I32";
   }
   return "?";
 }
@@ -43,11 +49,14 @@ const char* dtype_name(DType dtype) {
 size_t dtype_size(DType dtype) {
   switch (dtype) {
     case DType::BF16:
-    case DType::F16: return 2;
+    case DType::F16:
+      return 2;
     case DType::F32:
-    case DType::I32: return 4;
+    case DType::I32:
+      return 4;
     case DType::U8:
-    case DType::I8: return 1;
+    case DType::I8:
+      return 1;
   }
   return 0;
 }
@@ -64,13 +73,16 @@ static std::string shape_string(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
-std::string TensorView::describe() const { return shape_string(shape) + " " + dtype_name(dtype); }
+std::string TensorView::describe() const {
+  return shape_string(shape) + " " + dtype_name(dtype);
+}
 
 SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path) {
   const std::string where = path.string();
   std::span<const uint8_t> bytes = file_.bytes();
-  if (bytes.size() < 8) throw Error(where + ": truncated safetensors file (" +
-                                    std::to_string(bytes.size()) + " bytes, no header)");
+  if (bytes.size() < 8)
+    throw Error(where + ": truncated safetensors file (" + std::to_string(bytes.size()) +
+                " bytes, no header)");
   uint64_t header_len = 0;
   std::memcpy(&header_len, bytes.data(), 8);
   if (header_len > kMaxHeaderBytes || header_len > bytes.size() - 8) {
@@ -151,10 +163,12 @@ TensorSet TensorSet::open_dir(const std::filesystem::path& dir) {
     }
     std::set<std::string> shards;
     for (const auto& [name, file] : j["weight_map"].items()) {
-      if (!file.is_string()) throw Error(index.string() + ": weight_map['" + name + "'] is not a string");
+      if (!file.is_string())
+        throw Error(index.string() + ": weight_map['" + name + "'] is not a string");
       const std::string shard = file.get<std::string>();
       if (shard.find('/') != std::string::npos || shard.find("..") != std::string::npos) {
-        throw Error(index.string() + ": weight_map['" + name + "'] names a file outside the model directory");
+        throw Error(index.string() + ": weight_map['" + name +
+                    "'] names a file outside the model directory");
       }
       shards.insert(shard);
     }
@@ -191,7 +205,9 @@ std::vector<std::string> TensorSet::names() const {
   return out;
 }
 
-std::string TensorSet::source_name() const { return source_.string(); }
+std::string TensorSet::source_name() const {
+  return source_.string();
+}
 
 size_t TensorSpec::byte_size() const {
   size_t n = dtype_size(dtype);
@@ -224,7 +240,8 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Tens
   for (size_t i = 0; i < specs.size(); ++i) {
     buffer.assign(specs[i].byte_size(), 0);
     fill(i, buffer);
-    out.write(reinterpret_cast<const char*>(buffer.data()), static_cast<std::streamsize>(buffer.size()));
+    out.write(reinterpret_cast<const char*>(buffer.data()),
+              static_cast<std::streamsize>(buffer.size()));
   }
   out.flush();
   if (!out) throw Error(path.string() + ": write failed (disk full?)");

@@ -13,7 +13,9 @@ namespace {
 // Ops arrive microseconds apart during decode, so workers spin briefly before sleeping.
 constexpr int kSpinIterations = 20000;
 
-inline void cpu_relax() { __builtin_ia32_pause(); }
+inline void cpu_relax() {
+  __builtin_ia32_pause();
+}
 
 }  // namespace
 

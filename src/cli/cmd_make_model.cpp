@@ -15,21 +15,30 @@ Action add_make_model(CLI::App& app) {
     bool untied = false, quiet = false;
   };
   auto args = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("make-model", "Write a model directory with random weights (for tests and benchmarks)");
+  CLI::App* cmd = app.add_subcommand(
+      "make-model", "Write a model directory with random weights (for tests and benchmarks)");
   cmd->add_option("-o,--output", args->out, "Directory to write")->required();
   cmd->add_option("--preset", args->preset, "Shape: tiny or 2b4t (microsoft/bitnet-b1.58-2B-4T)")
-      ->capture_default_str()->check(CLI::IsMember({"tiny", "2b4t"}));
-  cmd->add_option("--variant", args->variant, "bf16 (master weights, quantized at load) or packed (2-bit, offline)")
-      ->capture_default_str()->check(CLI::IsMember({"bf16", "packed"}));
-  cmd->add_option("--layers", args->layers, "Override the number of layers")->check(CLI::PositiveNumber);
-  cmd->add_option("--max-seq-len", args->max_seq_len, "Override max_position_embeddings")->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::IsMember({"tiny", "2b4t"}));
+  cmd->add_option("--variant", args->variant,
+                  "bf16 (master weights, quantized at load) or packed (2-bit, offline)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"bf16", "packed"}));
+  cmd->add_option("--layers", args->layers, "Override the number of layers")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-seq-len", args->max_seq_len, "Override max_position_embeddings")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--seed", args->seed, "Seed of the random weights")->capture_default_str();
-  cmd->add_option("--tokenizer", args->tokenizer, "Copy tokenizer.json and tokenizer_config.json from this directory")
+  cmd->add_option("--tokenizer", args->tokenizer,
+                  "Copy tokenizer.json and tokenizer_config.json from this directory")
       ->check(CLI::ExistingDirectory);
   cmd->add_option("--scale-dtype", args->scale_dtype, "packed: weight_scale dtype")
-      ->capture_default_str()->check(CLI::IsMember({"f32", "bf16"}));
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16"}));
   cmd->add_option("--linear-class", args->linear_class, "packed: transformers linear class")
-      ->capture_default_str()->check(CLI::IsMember({"autobitlinear", "bitlinear"}));
+      ->capture_default_str()
+      ->check(CLI::IsMember({"autobitlinear", "bitlinear"}));
   cmd->add_flag("--untied", args->untied, "Write a separate lm_head.weight");
   cmd->add_flag("-q,--quiet", args->quiet, "No progress on stderr");
   return [args] {
@@ -43,10 +52,14 @@ Action add_make_model(CLI::App& app) {
     spec.seed = args->seed;
     Progress progress("writing " + args->out, args->quiet);
     write_random_model(args->out, spec,
-                       args->tokenizer.empty() ? std::nullopt : std::optional<std::filesystem::path>(args->tokenizer),
+                       args->tokenizer.empty()
+                           ? std::nullopt
+                           : std::optional<std::filesystem::path>(args->tokenizer),
                        [&](double f) { progress.update(f); });
     progress.finish();
-    if (!args->quiet) std::fprintf(stderr, "wrote %s (random weights, %s variant)\n", args->out.c_str(), args->variant.c_str());
+    if (!args->quiet)
+      std::fprintf(stderr, "wrote %s (random weights, %s variant)\n", args->out.c_str(),
+                   args->variant.c_str());
     return 0;
   };
 }

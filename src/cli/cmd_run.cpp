@@ -48,15 +48,16 @@ int run(const RunArgs& args) {
   session_options.kernels = args.kernels;
   Session session(model, session_options);
   if (static_cast<int>(prompt_ids.size()) > session.context_length()) {
-    throw Error("the prompt has " + std::to_string(prompt_ids.size()) + " tokens, more than the context of " +
-                std::to_string(session.context_length()) + " (raise -c up to " +
-                std::to_string(model->config().max_seq_len) + ")");
+    throw Error("the prompt has " + std::to_string(prompt_ids.size()) +
+                " tokens, more than the context of " + std::to_string(session.context_length()) +
+                " (raise -c up to " + std::to_string(model->config().max_seq_len) + ")");
   }
 
   GenerateOptions options;
   options.max_new_tokens = args.n_predict;
   options.sampling = args.sampling;
-  options.sampling.seed = args.seed >= 0 ? static_cast<uint64_t>(args.seed) : std::random_device{}();
+  options.sampling.seed =
+      args.seed >= 0 ? static_cast<uint64_t>(args.seed) : std::random_device{}();
   options.stop_ids = default_stop_ids(model->config(), tokenizer);
   options.stop_strings = args.stop;
 
@@ -68,7 +69,8 @@ int run(const RunArgs& args) {
   const GenerateResult r = generate(session, tokenizer, prompt_ids, options,
                                     args.json ? std::function<bool(const std::string&)>() : stream);
   const double prompt_tps = r.prompt_seconds > 0 ? r.prompt_ids.size() / r.prompt_seconds : 0.0;
-  const double gen_tps = r.gen_seconds > 0 && r.gen_tokens_timed > 0 ? r.gen_tokens_timed / r.gen_seconds : 0.0;
+  const double gen_tps =
+      r.gen_seconds > 0 && r.gen_tokens_timed > 0 ? r.gen_tokens_timed / r.gen_seconds : 0.0;
   if (args.json) {
     nlohmann::json out = {
         {"prompt_ids", r.prompt_ids},
@@ -89,8 +91,11 @@ int run(const RunArgs& args) {
     std::fflush(stdout);
   }
   if (!args.quiet) {
-    std::fprintf(stderr, "prompt: %zu tokens, %.2f tokens/s | generation: %zu tokens, %.2f tokens/s | %d threads, %s kernels\n",
-                 r.prompt_ids.size(), prompt_tps, r.ids.size(), gen_tps, session.n_threads(), session.kernels().c_str());
+    std::fprintf(stderr,
+                 "prompt: %zu tokens, %.2f tokens/s | generation: %zu tokens, %.2f tokens/s | %d "
+                 "threads, %s kernels\n",
+                 r.prompt_ids.size(), prompt_tps, r.ids.size(), gen_tps, session.n_threads(),
+                 session.kernels().c_str());
   }
   return 0;
 }
@@ -103,18 +108,28 @@ Action add_run(CLI::App& app) {
   cmd->add_option("-m,--model", args->model, "Model directory (HuggingFace layout)")->required();
   cmd->add_option("-p,--prompt", args->prompt, "Prompt text");
   cmd->add_option("-f,--file", args->prompt_file, "Read the prompt from a file");
-  cmd->add_option("-n,--n-predict", args->n_predict, "Maximum tokens to generate")->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("-t,--threads", args->n_threads, "Threads (default: physical cores)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("-c,--ctx-size", args->context, "Context length (default: the model's max_position_embeddings)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--temp", args->sampling.temperature, "Temperature; 0 is greedy")->capture_default_str();
+  cmd->add_option("-n,--n-predict", args->n_predict, "Maximum tokens to generate")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("-t,--threads", args->n_threads, "Threads (default: physical cores)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("-c,--ctx-size", args->context,
+                  "Context length (default: the model's max_position_embeddings)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--temp", args->sampling.temperature, "Temperature; 0 is greedy")
+      ->capture_default_str();
   cmd->add_option("--top-k", args->sampling.top_k, "Top-k; 0 disables")->capture_default_str();
   cmd->add_option("--top-p", args->sampling.top_p, "Top-p; 1 disables")->capture_default_str();
   cmd->add_option("--min-p", args->sampling.min_p, "Min-p; 0 disables")->capture_default_str();
-  cmd->add_option("--repeat-penalty", args->sampling.repeat_penalty, "Repetition penalty; 1 disables")->capture_default_str();
-  cmd->add_option("--repeat-last-n", args->sampling.repeat_last_n, "Tokens the penalty looks back")->capture_default_str();
+  cmd->add_option("--repeat-penalty", args->sampling.repeat_penalty,
+                  "Repetition penalty; 1 disables")
+      ->capture_default_str();
+  cmd->add_option("--repeat-last-n", args->sampling.repeat_last_n, "Tokens the penalty looks back")
+      ->capture_default_str();
   cmd->add_option("-s,--seed", args->seed, "Sampling seed (default: random)");
   cmd->add_option("--stop", args->stop, "Stop when this text is generated (repeatable)");
-  cmd->add_option("--kernels", args->kernels, "CPU kernels: auto, scalar, avx2, avx512")->capture_default_str();
+  cmd->add_option("--kernels", args->kernels, "CPU kernels: auto, scalar, avx2, avx512")
+      ->capture_default_str();
   cmd->add_flag("--json", args->json, "Print one JSON object at the end instead of streaming");
   cmd->add_flag("--no-bos", args->no_bos, "Do not prepend the BOS token");
   cmd->add_flag("-q,--quiet", args->quiet, "No progress or speed report on stderr");

@@ -16,14 +16,17 @@ Action add_tokenize(CLI::App& app) {
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("tokenize", "Print the token ids of a text as a JSON array");
-  cmd->add_option("-m,--model", args->model, "Model directory (reads its tokenizer.json)")->required();
+  cmd->add_option("-m,--model", args->model, "Model directory (reads its tokenizer.json)")
+      ->required();
   cmd->add_option("text", args->text, "Text to tokenize");
   cmd->add_flag("--no-bos", args->no_bos, "Do not prepend the BOS token");
-  cmd->add_flag("--jsonl", args->jsonl, "Read one JSON string per line from stdin, print one array per line");
+  cmd->add_flag("--jsonl", args->jsonl,
+                "Read one JSON string per line from stdin, print one array per line");
   return [args] {
     const Tokenizer tokenizer = Tokenizer::load(args->model);
     if (!args->jsonl) {
-      std::printf("%s\n", nlohmann::json(tokenizer.encode(args->text, !args->no_bos)).dump().c_str());
+      std::printf("%s\n",
+                  nlohmann::json(tokenizer.encode(args->text, !args->no_bos)).dump().c_str());
       return 0;
     }
     std::string line;
@@ -34,8 +37,11 @@ Action add_tokenize(CLI::App& app) {
       } catch (const nlohmann::json::exception& e) {
         throw Error("stdin line " + std::to_string(line_no) + ": malformed JSON: " + e.what());
       }
-      if (!j.is_string()) throw Error("stdin line " + std::to_string(line_no) + ": expected a JSON string");
-      std::printf("%s\n", nlohmann::json(tokenizer.encode(j.get<std::string>(), !args->no_bos)).dump().c_str());
+      if (!j.is_string())
+        throw Error("stdin line " + std::to_string(line_no) + ": expected a JSON string");
+      std::printf(
+          "%s\n",
+          nlohmann::json(tokenizer.encode(j.get<std::string>(), !args->no_bos)).dump().c_str());
     }
     return 0;
   };

@@ -17,8 +17,8 @@ void Progress::update(double fraction) {
   if (tty_) {
     constexpr int kWidth = 30;
     const int filled = percent * kWidth / 100;
-    std::fprintf(stderr, "\r%s [%.*s%*s] %3d%%", label_.c_str(), filled, "##############################",
-                 kWidth - filled, "", percent);
+    std::fprintf(stderr, "\r%s [%.*s%*s] %3d%%", label_.c_str(), filled,
+                 "##############################", kWidth - filled, "", percent);
   } else if (percent / 25 != last_percent_ / 25 || last_percent_ < 0) {
     std::fprintf(stderr, "%s: %d%%\n", label_.c_str(), percent);
   }
@@ -38,7 +38,8 @@ std::shared_ptr<const Model> load_model_with_progress(const std::string& path, b
   options.progress = [&](const std::string&, double f) { progress.update(f); };
   auto model = Model::load(path, options);
   progress.finish();
-  for (const std::string& w : model->warnings()) std::fprintf(stderr, "bitnet: warning: %s\n", w.c_str());
+  for (const std::string& w : model->warnings())
+    std::fprintf(stderr, "bitnet: warning: %s\n", w.c_str());
   return model;
 }
 

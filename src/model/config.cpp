@@ -10,12 +10,14 @@ namespace {
 
 using nlohmann::json;
 
+// Typed access to one JSON object's fields; errors read "config.json: field 'a.b' ...".
 class Fields {
  public:
-  Fields(const json& j, const std::string& source) : j_(j), source_(source) {}
+  Fields(const json& j, std::string source, std::string key_prefix = "")
+      : j_(j), source_(std::move(source)), prefix_(std::move(key_prefix)) {}
 
   [[noreturn]] void fail(const std::string& key, const std::string& what) const {
-    throw Error(source_ + ": field '" + key + "' " + what);
+    throw Error(source_ + ": field '" + prefix_ + key + "' " + what);
   }
   const json& require(const std::string& key) const {
     if (!j_.contains(key) || j_[key].is_null()) fail(key, "is missing");
@@ -30,7 +32,8 @@ class Fields {
   }
   float positive_float(const std::string& key) const {
     const json& v = require(key);
-    if (!v.is_number() || !(v.get<double>() > 0)) fail(key, "must be a positive number, found " + v.dump());
+    if (!v.is_number() || !(v.get<double>() > 0))
+      fail(key, "must be a positive number, found " + v.dump());
     return v.get<float>();
   }
   std::string string(const std::string& key) const {
@@ -42,7 +45,7 @@ class Fields {
 
  private:
   const json& j_;
-  const std::string& source_;
+  std::string source_, prefix_;
 };
 
 }  // namespace
@@ -65,7 +68,8 @@ ModelConfig ModelConfig::from_json(std::string_view text, const std::string& sou
     f.fail("model_type", "must be \"bitnet\", found \"" + f.string("model_type") + "\"");
   }
   const std::string act = f.string("hidden_act");
-  if (act != "relu2") f.fail("hidden_act", "must be \"relu2\" (squared ReLU), found \"" + act + "\"");
+  if (act != "relu2")
+    f.fail("hidden_act", "must be \"relu2\" (squared ReLU), found \"" + act + "\"");
 
   ModelConfig c;
   c.vocab_size = f.positive_int("vocab_size");
@@ -80,7 +84,8 @@ ModelConfig ModelConfig::from_json(std::string_view text, const std::string& sou
   }
   if (c.head_dim % 2 != 0) f.fail("head_dim", "must be even for rotary embeddings");
   if (c.n_heads % c.n_kv_heads != 0) {
-    f.fail("num_key_value_heads", "must divide num_attention_heads (" + std::to_string(c.n_heads) + ")");
+    f.fail("num_key_value_heads",
+           "must divide num_attention_heads (" + std::to_string(c.n_heads) + ")");
   }
   c.max_seq_len = f.positive_int("max_position_embeddings");
   c.rope_theta = f.positive_float("rope_theta");
@@ -93,7 +98,8 @@ ModelConfig ModelConfig::from_json(std::string_view text, const std::string& sou
 
   auto token_id = [&](const std::string& key, const json& v) {
     if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= c.vocab_size) {
-      f.fail(key, "must be a token id below vocab_size " + std::to_string(c.vocab_size) + ", found " + v.dump());
+      f.fail(key, "must be a token id below vocab_size " + std::to_string(c.vocab_size) +
+                      ", found " + v.dump());
     }
     return v.get<int32_t>();
   };
@@ -109,7 +115,7 @@ ModelConfig ModelConfig::from_json(std::string_view text, const std::string& sou
 
   const json& q = f.require("quantization_config");
   if (!q.is_object()) f.fail("quantization_config", "must be an object");
-  Fields qf(q, source + ": quantization_config");
+  Fields qf(q, source, "quantization_config.");
   if (qf.has("quant_method") && qf.string("quant_method") != "bitnet") {
     qf.fail("quant_method", "must be \"bitnet\", found \"" + qf.string("quant_method") + "\"");
   }
@@ -123,10 +129,12 @@ ModelConfig ModelConfig::from_json(std::string_view text, const std::string& sou
   }
   const std::string linear_class = qf.has("linear_class") ? qf.string("linear_class") : "bitlinear";
   if (linear_class != "bitlinear" && linear_class != "autobitlinear") {
-    qf.fail("linear_class", "must be \"bitlinear\" or \"autobitlinear\", found \"" + linear_class + "\"");
+    qf.fail("linear_class",
+            "must be \"bitlinear\" or \"autobitlinear\", found \"" + linear_class + "\"");
   }
   if (linear_class == "bitlinear" && c.quant_mode == QuantMode::online) {
-    qf.fail("linear_class", "\"bitlinear\" reads packed weights; online quantization needs \"autobitlinear\"");
+    qf.fail("linear_class",
+            "\"bitlinear\" reads packed weights; online quantization needs \"autobitlinear\"");
   }
   c.weight_scale_divides = linear_class == "bitlinear";
   return c;
@@ -135,7 +143,8 @@ ModelConfig ModelConfig::from_json(std::string_view text, const std::string& sou
 ModelConfig ModelConfig::load(const std::filesystem::path& model_dir) {
   const auto path = model_dir / "config.json";
   std::ifstream in(path);
-  if (!in) throw Error(path.string() + ": cannot open (is " + model_dir.string() + " a model directory?)");
+  if (!in)
+    throw Error(path.string() + ": cannot open (is " + model_dir.string() + " a model directory?)");
   std::stringstream ss;
   ss << in.rdbuf();
   return from_json(ss.str(), path.string());

@@ -8,9 +8,13 @@
 
 namespace bitnet {
 
-CpuForward::CpuForward(std::shared_ptr<const Model> model, ThreadPool& pool, CpuIsa isa, int max_batch,
-                       int context_length)
-    : model_(std::move(model)), c_(model_->config()), pool_(pool), isa_(isa), max_batch_(max_batch) {
+CpuForward::CpuForward(std::shared_ptr<const Model> model, ThreadPool& pool, CpuIsa isa,
+                       int max_batch, int context_length)
+    : model_(std::move(model)),
+      c_(model_->config()),
+      pool_(pool),
+      isa_(isa),
+      max_batch_(max_batch) {
   // transformers' default RoPE in fp32: inv_freq = 1 / theta^(2i/d), angle = pos * inv_freq.
   const int half = c_.head_dim / 2;
   rope_cos_.resize(static_cast<size_t>(context_length) * half);
@@ -20,8 +24,10 @@ CpuForward::CpuForward(std::shared_ptr<const Model> model, ThreadPool& pool, Cpu
         1.0f / std::pow(c_.rope_theta, static_cast<float>(2 * i) / static_cast<float>(c_.head_dim));
     for (int pos = 0; pos < context_length; ++pos) {
       const float angle = static_cast<float>(pos) * inv_freq;
-      rope_cos_[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
-      rope_sin_[static_cast<size_t>(pos) * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+      rope_cos_[static_cast<size_t>(pos) * half + i] =
+          static_cast<float>(std::cos(static_cast<double>(angle)));
+      rope_sin_[static_cast<size_t>(pos) * half + i] =
+          static_cast<float>(std::sin(static_cast<double>(angle)));
     }
   }
   const size_t b = static_cast<size_t>(max_batch);
@@ -43,7 +49,8 @@ void CpuForward::attention(const KvCache& kv, int layer, std::span<const BatchTo
   const int64_t items = static_cast<int64_t>(batch.size()) * c_.n_heads;
   pool_.run([&](int thread, int n_threads) {
     float* scores = scores_.data() + static_cast<size_t>(thread) * kv.context_length();
-    for (int64_t item = items * thread / n_threads; item < items * (thread + 1) / n_threads; ++item) {
+    for (int64_t item = items * thread / n_threads; item < items * (thread + 1) / n_threads;
+         ++item) {
       const int64_t t = item / c_.n_heads;
       const int h = static_cast<int>(item % c_.n_heads), kvh = h / group;
       const BatchToken& bt = batch[t];
@@ -68,8 +75,9 @@ void CpuForward::attention(const KvCache& kv, int layer, std::span<const BatchTo
   });
 }
 
-void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch, std::span<const int32_t> logit_rows,
-                         float* logits, const LayerObserver& observer) {
+void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch,
+                         std::span<const int32_t> logit_rows, float* logits,
+                         const LayerObserver& observer) {
   const Model::Weights& w = model_->weights();
   const int64_t n = static_cast<int64_t>(batch.size());
   const int64_t hidden = c_.hidden_dim, ffn = c_.ffn_dim, q_dim = c_.q_dim(), kv_dim = c_.kv_dim();
@@ -82,8 +90,10 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch, std::sp
   for (int l = 0; l < c_.n_layers; ++l) {
     const LayerWeights& lw = w.layers[l];
 
-    // Attention block: norm -> fused q,k,v -> RoPE -> cache write -> attention -> sub-norm -> o_proj.
-    for (int64_t t = 0; t < n; ++t) rmsnorm(x_.data() + t * hidden, lw.input_norm.data(), xb_.data() + t * hidden, hidden, eps);
+    // Attention block: norm -> fused q,k,v -> RoPE -> cache write -> attention -> sub-norm ->
+    // o_proj.
+    for (int64_t t = 0; t < n; ++t)
+      rmsnorm(x_.data() + t * hidden, lw.input_norm.data(), xb_.data() + t * hidden, hidden, eps);
     quantize_activations(xb_.data(), hidden, n, hidden, acts_hidden_);
     ternary_matmul(pool_, isa_, lw.qkv, acts_hidden_, n, qkv_.data(), qkv_dim);
     for (int64_t t = 0; t < n; ++t) {
@@ -101,13 +111,17 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch, std::sp
       }
     }
     attention(kv, l, batch);
-    for (int64_t t = 0; t < n; ++t) rmsnorm(attn_out_.data() + t * q_dim, lw.attn_sub_norm.data(), xb_.data() + t * q_dim, q_dim, eps);
+    for (int64_t t = 0; t < n; ++t)
+      rmsnorm(attn_out_.data() + t * q_dim, lw.attn_sub_norm.data(), xb_.data() + t * q_dim, q_dim,
+              eps);
     quantize_activations(xb_.data(), q_dim, n, q_dim, acts_hidden_);
     ternary_matmul(pool_, isa_, lw.o, acts_hidden_, n, proj_.data(), hidden);
     for (int64_t i = 0; i < n * hidden; ++i) x_[i] += proj_[i];
 
     // FFN block: norm -> fused gate,up -> relu(gate)^2 * up -> sub-norm -> down_proj.
-    for (int64_t t = 0; t < n; ++t) rmsnorm(x_.data() + t * hidden, lw.post_attn_norm.data(), xb_.data() + t * hidden, hidden, eps);
+    for (int64_t t = 0; t < n; ++t)
+      rmsnorm(x_.data() + t * hidden, lw.post_attn_norm.data(), xb_.data() + t * hidden, hidden,
+              eps);
     quantize_activations(xb_.data(), hidden, n, hidden, acts_hidden_);
     ternary_matmul(pool_, isa_, lw.gate_up, acts_hidden_, n, gate_up_.data(), 2 * ffn);
     for (int64_t t = 0; t < n; ++t) {
@@ -127,9 +141,11 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch, std::sp
   const DenseMatrix& head = w.lm_head();
   for (size_t i = 0; i < logit_rows.size(); ++i) {
     float* normed = xb_.data();
-    rmsnorm(x_.data() + static_cast<int64_t>(logit_rows[i]) * hidden, w.final_norm.data(), normed, hidden, eps);
+    rmsnorm(x_.data() + static_cast<int64_t>(logit_rows[i]) * hidden, w.final_norm.data(), normed,
+            hidden, eps);
     float* out = logits + i * static_cast<size_t>(c_.vocab_size);
-    pool_.parallel_for(head.rows, 64, [&](int64_t begin, int64_t end) { head.matvec(normed, out, begin, end); });
+    pool_.parallel_for(head.rows, 64,
+                       [&](int64_t begin, int64_t end) { head.matvec(normed, out, begin, end); });
   }
 }
 

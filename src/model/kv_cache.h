@@ -18,14 +18,23 @@ class KvCache {
   int context_length() const { return context_length_; }
   size_t bytes() const { return (keys_.size() + values_.size()) * sizeof(float); }
 
-  float* key(int slot, int layer, int kv_head, int pos) { return keys_.data() + offset(slot, layer, kv_head, pos); }
-  float* value(int slot, int layer, int kv_head, int pos) { return values_.data() + offset(slot, layer, kv_head, pos); }
-  const float* key(int slot, int layer, int kv_head, int pos) const { return keys_.data() + offset(slot, layer, kv_head, pos); }
-  const float* value(int slot, int layer, int kv_head, int pos) const { return values_.data() + offset(slot, layer, kv_head, pos); }
+  float* key(int slot, int layer, int kv_head, int pos) {
+    return keys_.data() + offset(slot, layer, kv_head, pos);
+  }
+  float* value(int slot, int layer, int kv_head, int pos) {
+    return values_.data() + offset(slot, layer, kv_head, pos);
+  }
+  const float* key(int slot, int layer, int kv_head, int pos) const {
+    return keys_.data() + offset(slot, layer, kv_head, pos);
+  }
+  const float* value(int slot, int layer, int kv_head, int pos) const {
+    return values_.data() + offset(slot, layer, kv_head, pos);
+  }
 
  private:
   size_t offset(int slot, int layer, int kv_head, int pos) const {
-    return ((static_cast<size_t>(slot) * n_layers_ + layer) * n_kv_heads_ + kv_head) * head_stride_ +
+    return ((static_cast<size_t>(slot) * n_layers_ + layer) * n_kv_heads_ + kv_head) *
+               head_stride_ +
            static_cast<size_t>(pos) * head_dim_;
   }
 

@@ -38,11 +38,14 @@ float float_at(const TensorView& t, int64_t i) {
       std::memcpy(&f, p + 4 * i, 4);
       return f;
     }
-    default: return 0.0f;
+    default:
+      return 0.0f;
   }
 }
 
-bool is_float(DType d) { return d == DType::BF16 || d == DType::F16 || d == DType::F32; }
+bool is_float(DType d) {
+  return d == DType::BF16 || d == DType::F16 || d == DType::F32;
+}
 
 class Loader {
  public:
@@ -58,7 +61,8 @@ class Loader {
   std::unique_ptr<Model::Weights> load() {
     const ModelConfig& c = config_;
     if (c.q_dim() != c.hidden_dim) {
-      throw Error(tensors_->source_name() + ": num_attention_heads * head_dim = " + std::to_string(c.q_dim()) +
+      throw Error(tensors_->source_name() +
+                  ": num_attention_heads * head_dim = " + std::to_string(c.q_dim()) +
                   " must equal hidden_size = " + std::to_string(c.hidden_dim) +
                   " (attn_sub_norm spans hidden_size)");
     }
@@ -75,7 +79,8 @@ class Loader {
       w->lm_head_tied = false;
       w->lm_head_own = dense("lm_head.weight", c.vocab_size, c.hidden_dim);
     } else if (!c.tie_word_embeddings) {
-      throw Error(tensors_->source_name() + ": tensor 'lm_head.weight' is missing and config.json has "
+      throw Error(tensors_->source_name() +
+                  ": tensor 'lm_head.weight' is missing and config.json has "
                   "tie_word_embeddings: false");
     }
     report(1.0);
@@ -95,13 +100,14 @@ class Loader {
   const TensorView& get(const std::string& name) { return tensors_->get(name); }
 
   [[noreturn]] void bad_tensor(const TensorView& t, const std::string& expected) {
-    throw Error(tensors_->source_name() + ": tensor '" + t.name + "': expected " + expected + ", found " +
-                t.describe());
+    throw Error(tensors_->source_name() + ": tensor '" + t.name + "': expected " + expected +
+                ", found " + t.describe());
   }
 
   void check_float_shape(const TensorView& t, std::initializer_list<int64_t> shape) {
     std::vector<int64_t> want(shape);
-    if (!is_float(t.dtype) || t.shape != want) bad_tensor(t, shape_str(shape) + " BF16, F16 or F32");
+    if (!is_float(t.dtype) || t.shape != want)
+      bad_tensor(t, shape_str(shape) + " BF16, F16 or F32");
   }
 
   // Scans a float tensor for the corruptions reported for this model: all zeros, NaN or Inf.
@@ -120,7 +126,8 @@ class Loader {
     });
     if (n > 0 && nonzero == 0) warn("tensor '" + t.name + "' is all zeros (corrupted download?)");
     if (nonfinite > 0) {
-      warn("tensor '" + t.name + "' has " + std::to_string(nonfinite.load()) + " non-finite values (corrupted download?)");
+      warn("tensor '" + t.name + "' has " + std::to_string(nonfinite.load()) +
+           " non-finite values (corrupted download?)");
     }
   }
 
@@ -190,12 +197,14 @@ class Loader {
       check_float_shape(t, {out, in});
       ternarize_online(t, m, row0, out);
     } else {
-      if (out % 4 != 0) throw Error(t.name + ": out_features " + std::to_string(out) + " is not a multiple of 4");
+      if (out % 4 != 0)
+        throw Error(t.name + ": out_features " + std::to_string(out) + " is not a multiple of 4");
       if (t.dtype != DType::U8 || t.shape != std::vector<int64_t>{out / 4, in}) {
         bad_tensor(t, shape_str({out / 4, in}) + " U8 (2-bit packed)");
       }
       const TensorView& s = get(prefix + ".weight_scale");
-      if (!is_float(s.dtype) || s.numel() != 1 || s.shape.size() > 1) bad_tensor(s, "[1] BF16 or F32");
+      if (!is_float(s.dtype) || s.numel() != 1 || s.shape.size() > 1)
+        bad_tensor(s, "[1] BF16 or F32");
       const float scale = float_at(s, 0);
       if (!std::isfinite(scale) || scale == 0.0f) {
         warn("tensor '" + s.name + "' is " + std::to_string(scale) + " (corrupted download?)");
@@ -226,23 +235,27 @@ class Loader {
       nonfinite += nf;
     });
     if (nonzero == 0) warn("tensor '" + t.name + "' is all zeros (corrupted download?)");
-    if (nonfinite > 0) warn("tensor '" + t.name + "' has " + std::to_string(nonfinite) + " non-finite values");
+    if (nonfinite > 0)
+      warn("tensor '" + t.name + "' has " + std::to_string(nonfinite) + " non-finite values");
     const float mean = static_cast<float>(abs_sum / static_cast<double>(out * in));
     const float s = 1.0f / std::max(mean, 1e-5f);
     pool_.parallel_for(out, 1, [&](int64_t r0, int64_t r1) {
       std::vector<int8_t> row(static_cast<size_t>(in));
       for (int64_t r = r0; r < r1; ++r) {
         for (int64_t k = 0; k < in; ++k) {
-          row[k] = static_cast<int8_t>(std::clamp(std::nearbyint(float_at(t, r * in + k) * s), -1.0f, 1.0f));
+          row[k] = static_cast<int8_t>(
+              std::clamp(std::nearbyint(float_at(t, r * in + k) * s), -1.0f, 1.0f));
         }
-        pack_ternary_row(row, {m.storage.data() + (row0 + r) * m.row_bytes(), static_cast<size_t>(m.row_bytes())});
+        pack_ternary_row(row, {m.storage.data() + (row0 + r) * m.row_bytes(),
+                               static_cast<size_t>(m.row_bytes())});
         m.row_scales[row0 + r] = 1.0f / s;
       }
     });
   }
 
   // HF offline layout: byte P[p][k] holds row i * (out/4) + p at bits 2i..2i+1, code = t + 1.
-  void unpack_offline(const TensorView& t, TernaryMatrix& m, int64_t row0, int64_t out, float scale) {
+  void unpack_offline(const TensorView& t, TernaryMatrix& m, int64_t row0, int64_t out,
+                      float scale) {
     const int64_t in = m.cols, block_rows = out / 4;
     const uint8_t* packed = t.bytes.data();
     std::atomic<bool> bad_code{false};
@@ -258,7 +271,8 @@ class Loader {
           row[k] = static_cast<int8_t>(code - 1);
           nz += code != 1;
         }
-        pack_ternary_row(row, {m.storage.data() + (row0 + r) * m.row_bytes(), static_cast<size_t>(m.row_bytes())});
+        pack_ternary_row(row, {m.storage.data() + (row0 + r) * m.row_bytes(),
+                               static_cast<size_t>(m.row_bytes())});
         m.row_scales[row0 + r] = scale;
       }
       nonzero += nz;
@@ -283,10 +297,12 @@ class Loader {
 Model::Model() = default;
 Model::~Model() = default;
 
-std::shared_ptr<const Model> Model::load(const std::filesystem::path& path, const LoadOptions& options) {
+std::shared_ptr<const Model> Model::load(const std::filesystem::path& path,
+                                         const LoadOptions& options) {
   if (!std::filesystem::exists(path)) throw Error(path.string() + ": no such file or directory");
   if (!std::filesystem::is_directory(path)) {
-    throw Error(path.string() + ": not a model directory (expected config.json and model.safetensors)");
+    throw Error(path.string() +
+                ": not a model directory (expected config.json and model.safetensors)");
   }
   std::shared_ptr<Model> model(new Model());
   model->config_ = ModelConfig::load(path);

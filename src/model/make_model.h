@@ -24,7 +24,7 @@ struct RandomModelSpec {
   double rms_norm_eps = 1e-5;
   QuantMode variant = QuantMode::online;  // online: bf16 master weights; offline: 2-bit packed
   bool scale_bf16 = false;                // offline: weight_scale as BF16 instead of F32
-  bool linear_class_bitlinear = false;    // offline: "bitlinear" (scale divides) not "autobitlinear"
+  bool linear_class_bitlinear = false;  // offline: "bitlinear" (scale divides) not "autobitlinear"
   bool tie_word_embeddings = true;
   uint64_t seed = 1;
 

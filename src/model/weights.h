@@ -36,7 +36,7 @@ struct LayerWeights {
 
 struct Model::Weights {
   std::vector<std::shared_ptr<const void>> keep_alive;  // mapped files the matrices point into
-  DenseMatrix embed;                                     // [vocab][hidden]
+  DenseMatrix embed;                                    // [vocab][hidden]
   std::vector<LayerWeights> layers;
   std::vector<float> final_norm;  // [hidden]
   DenseMatrix lm_head_own;        // used when the model has an untied lm_head.weight

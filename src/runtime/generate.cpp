@@ -40,8 +40,9 @@ std::vector<int32_t> default_stop_ids(const ModelConfig& config, const Tokenizer
   return ids;
 }
 
-GenerateResult generate(Session& session, const Tokenizer& tokenizer, std::span<const int32_t> prompt_ids,
-                        const GenerateOptions& options, const std::function<bool(const std::string&)>& on_text) {
+GenerateResult generate(Session& session, const Tokenizer& tokenizer,
+                        std::span<const int32_t> prompt_ids, const GenerateOptions& options,
+                        const std::function<bool(const std::string&)>& on_text) {
   if (prompt_ids.empty()) throw Error("the prompt is empty: nothing to generate from");
   if (options.max_new_tokens < 0) throw Error("max_new_tokens must be >= 0");
   for (const std::string& s : options.stop_strings) {
@@ -61,7 +62,8 @@ GenerateResult generate(Session& session, const Tokenizer& tokenizer, std::span<
   bool cancelled = false;
   bool cut_at_stop_string = false;
   auto emit_up_to = [&](size_t end) {
-    if (end > emitted && on_text && !cancelled) cancelled = !on_text(result.text.substr(emitted, end - emitted));
+    if (end > emitted && on_text && !cancelled)
+      cancelled = !on_text(result.text.substr(emitted, end - emitted));
     emitted = std::max(emitted, end);
   };
 

@@ -12,7 +12,8 @@ void SamplingParams::validate() const {
   if (!std::isfinite(temperature) || temperature < 0) throw Error("temperature must be >= 0");
   if (!(top_p > 0) || top_p > 1) throw Error("top_p must be in (0, 1]");
   if (!(min_p >= 0) || min_p > 1) throw Error("min_p must be in [0, 1]");
-  if (!(repeat_penalty > 0) || !std::isfinite(repeat_penalty)) throw Error("repeat_penalty must be > 0");
+  if (!(repeat_penalty > 0) || !std::isfinite(repeat_penalty))
+    throw Error("repeat_penalty must be > 0");
   if (repeat_last_n < 0) throw Error("repeat_last_n must be >= 0");
 }
 
@@ -20,7 +21,9 @@ int32_t argmax(std::span<const float> logits) {
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
-Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) { params_.validate(); }
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
+  params_.validate();
+}
 
 int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> history) {
   const int32_t vocab = static_cast<int32_t>(logits.size());
@@ -38,12 +41,13 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
   }
   if (params_.temperature <= 0) return argmax(work_);
 
-  for (float& l : work_) l /= params_.temperature;
   // Candidates sorted by logit, highest first (ties by id, so results do not depend on sort
   // stability).
   ids_.resize(static_cast<size_t>(vocab));
   std::iota(ids_.begin(), ids_.end(), 0);
-  auto higher = [&](int32_t a, int32_t b) { return work_[a] > work_[b] || (work_[a] == work_[b] && a < b); };
+  auto higher = [&](int32_t a, int32_t b) {
+    return work_[a] > work_[b] || (work_[a] == work_[b] && a < b);
+  };
   size_t n = ids_.size();
   if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < n) {
     n = static_cast<size_t>(params_.top_k);
@@ -51,10 +55,14 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
   } else {
     std::sort(ids_.begin(), ids_.end(), higher);
   }
-  const float max_logit = work_[ids_[0]];
+  // Temperature applied inside the exponent, in double: dividing the logits by a tiny
+  // temperature first would overflow to inf and turn every probability into NaN.
+  const double max_logit = work_[ids_[0]];
+  const double inv_temperature = 1.0 / static_cast<double>(params_.temperature);
   std::vector<double> probs(n);
   double total = 0;
-  for (size_t i = 0; i < n; ++i) total += probs[i] = std::exp(static_cast<double>(work_[ids_[i]] - max_logit));
+  for (size_t i = 0; i < n; ++i)
+    total += probs[i] = std::exp((work_[ids_[i]] - max_logit) * inv_temperature);
   for (double& p : probs) p /= total;
 
   if (params_.top_p < 1.0f) {  // smallest prefix whose mass reaches top_p (at least one token)

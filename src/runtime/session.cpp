@@ -35,13 +35,15 @@ static CpuIsa choose_isa(const std::string& kernels) {
   return isa;
 }
 
-Session::Session(std::shared_ptr<const Model> model, const SessionOptions& options) : model_(std::move(model)) {
+Session::Session(std::shared_ptr<const Model> model, const SessionOptions& options)
+    : model_(std::move(model)) {
   const ModelConfig& c = model_->config();
   const int ctx = options.context_length > 0 ? options.context_length : c.max_seq_len;
-  if (options.context_length < 0) throw Error("context length must be positive, got " + std::to_string(options.context_length));
+  if (options.context_length < 0)
+    throw Error("context length must be positive, got " + std::to_string(options.context_length));
   if (ctx > c.max_seq_len) {
-    throw Error("context length " + std::to_string(ctx) + " exceeds the model's max_position_embeddings " +
-                std::to_string(c.max_seq_len));
+    throw Error("context length " + std::to_string(ctx) +
+                " exceeds the model's max_position_embeddings " + std::to_string(c.max_seq_len));
   }
   if (options.max_batch < 1) throw Error("max_batch must be positive");
   const int threads = options.n_threads > 0 ? options.n_threads : physical_core_count();
@@ -52,8 +54,12 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
 
 Session::~Session() = default;
 
-int Session::context_length() const { return state_->kv.context_length(); }
-int Session::n_threads() const { return state_->pool.size(); }
+int Session::context_length() const {
+  return state_->kv.context_length();
+}
+int Session::n_threads() const {
+  return state_->pool.size();
+}
 
 void Session::rewind(int n) {
   if (n < 0 || n > position_) throw Error("cannot rewind to position " + std::to_string(n));
@@ -70,7 +76,8 @@ std::span<const float> Session::feed(std::span<const int32_t> tokens) {
   }
   for (int32_t id : tokens) {
     if (id < 0 || id >= c.vocab_size) {
-      throw Error("token id " + std::to_string(id) + " is outside the vocabulary (0.." + std::to_string(c.vocab_size - 1) + ")");
+      throw Error("token id " + std::to_string(id) + " is outside the vocabulary (0.." +
+                  std::to_string(c.vocab_size - 1) + ")");
     }
   }
   const size_t chunk = static_cast<size_t>(state_->forward.max_batch());
@@ -82,9 +89,10 @@ std::span<const float> Session::feed(std::span<const int32_t> tokens) {
     }
     const int32_t last = static_cast<int32_t>(count - 1);
     const bool final_chunk = begin + count == tokens.size();
-    state_->forward.forward(state_->kv, state_->batch, final_chunk ? std::span<const int32_t>(&last, 1)
-                                                                    : std::span<const int32_t>(),
-                            state_->logits.data());
+    state_->forward.forward(
+        state_->kv, state_->batch,
+        final_chunk ? std::span<const int32_t>(&last, 1) : std::span<const int32_t>(),
+        state_->logits.data());
     position_ += static_cast<int>(count);
   }
   return state_->logits;

@@ -17,7 +17,8 @@ void QuantizedActs::resize(int64_t n_tokens, int64_t n_cols) {
 
 void quantize_activations(const float* x, int64_t x_stride, int64_t n_tokens, int64_t cols,
                           QuantizedActs& out) {
-  if (out.cols != cols || static_cast<int64_t>(out.scale.size()) < n_tokens) out.resize(n_tokens, cols);
+  if (out.cols != cols || static_cast<int64_t>(out.scale.size()) < n_tokens)
+    out.resize(n_tokens, cols);
   for (int64_t n = 0; n < n_tokens; ++n) {
     const float* xn = x + n * x_stride;
     float max_abs = 0.0f;
@@ -65,9 +66,12 @@ void ternary_matmul_avx512(const TernaryMatrix&, const QuantizedActs&, int64_t, 
 
 TernaryMatmulFn ternary_matmul_kernel(CpuIsa isa) {
   switch (isa) {
-    case CpuIsa::avx512_vnni: return ternary_matmul_avx512;
-    case CpuIsa::avx2: return ternary_matmul_avx2;
-    case CpuIsa::scalar: break;
+    case CpuIsa::avx512_vnni:
+      return ternary_matmul_avx512;
+    case CpuIsa::avx2:
+      return ternary_matmul_avx2;
+    case CpuIsa::scalar:
+      break;
   }
   return ternary_matmul_scalar;
 }

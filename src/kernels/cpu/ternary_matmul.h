@@ -26,10 +26,10 @@ struct TernaryMatrix {
 //   s = 127 / max(max|x|, 1e-5);  q = clamp(round_half_even(x * s), -128, 127)
 struct QuantizedActs {
   int64_t cols = 0;
-  int64_t stride = 0;          // padded_cols(cols); padding is zero
-  std::vector<int8_t> q;       // [n][stride]
-  std::vector<float> scale;    // [n] s per token
-  std::vector<int32_t> sum;    // [n] sum of q per token (the kernels' code offset)
+  int64_t stride = 0;        // padded_cols(cols); padding is zero
+  std::vector<int8_t> q;     // [n][stride]
+  std::vector<float> scale;  // [n] s per token
+  std::vector<int32_t> sum;  // [n] sum of q per token (the kernels' code offset)
 
   void resize(int64_t n_tokens, int64_t n_cols);
 };

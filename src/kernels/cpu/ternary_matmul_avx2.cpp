@@ -29,8 +29,10 @@ void row_times_tokens(const uint8_t* row, const QuantizedActs& acts, int64_t n0,
   for (int64_t b = 0; b < blocks; ++b) {
     // A block's 64 bytes are two 32-byte halves: half h holds weights 64i + 32h + [0, 32).
     for (int h = 0; h < 2; ++h) {
-      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + b * kTernaryBlockBytes + 32 * h));
-      const __m256i c[4] = {_mm256_and_si256(w, mask), _mm256_and_si256(_mm256_srli_epi16(w, 2), mask),
+      const __m256i w = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(row + b * kTernaryBlockBytes + 32 * h));
+      const __m256i c[4] = {_mm256_and_si256(w, mask),
+                            _mm256_and_si256(_mm256_srli_epi16(w, 2), mask),
                             _mm256_and_si256(_mm256_srli_epi16(w, 4), mask),
                             _mm256_and_si256(_mm256_srli_epi16(w, 6), mask)};
       for (int n = 0; n < NT; ++n) {
@@ -57,7 +59,8 @@ void ternary_matmul_avx2(const TernaryMatrix& w, const QuantizedActs& acts, int6
     const uint8_t* row = w.row(r);
     const float scale = w.row_scales[r];
     int64_t n = 0;
-    for (; n + 4 <= n_tokens; n += 4) row_times_tokens<4>(row, acts, n, blocks, scale, y, y_stride, r);
+    for (; n + 4 <= n_tokens; n += 4)
+      row_times_tokens<4>(row, acts, n, blocks, scale, y, y_stride, r);
     for (; n < n_tokens; ++n) row_times_tokens<1>(row, acts, n, blocks, scale, y, y_stride, r);
   }
 }

@@ -16,7 +16,8 @@ void pack_ternary_row(std::span<const int8_t> t, std::span<uint8_t> out) {
 }
 
 void unpack_ternary_row(std::span<const uint8_t> packed, std::span<int8_t> t) {
-  for (size_t k = 0; k < t.size(); ++k) t[k] = static_cast<int8_t>(ternary_at(packed.data(), static_cast<int64_t>(k)));
+  for (size_t k = 0; k < t.size(); ++k)
+    t[k] = static_cast<int8_t>(ternary_at(packed.data(), static_cast<int64_t>(k)));
 }
 
 }  // namespace bitnet

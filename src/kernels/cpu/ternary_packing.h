@@ -19,8 +19,12 @@ constexpr int64_t kTernaryBlock = 256;
 constexpr int64_t kTernaryBlockBytes = kTernaryBlock / 4;
 static_assert(kTernaryBlockBytes == 64, "one block is one 512-bit vector");
 
-constexpr int64_t padded_cols(int64_t cols) { return (cols + kTernaryBlock - 1) / kTernaryBlock * kTernaryBlock; }
-constexpr int64_t packed_row_bytes(int64_t cols) { return padded_cols(cols) / 4; }
+constexpr int64_t padded_cols(int64_t cols) {
+  return (cols + kTernaryBlock - 1) / kTernaryBlock * kTernaryBlock;
+}
+constexpr int64_t packed_row_bytes(int64_t cols) {
+  return padded_cols(cols) / 4;
+}
 
 // Packs one row of ternary values t[cols] (each -1, 0 or +1) into packed_row_bytes(cols) bytes.
 void pack_ternary_row(std::span<const int8_t> t, std::span<uint8_t> out);

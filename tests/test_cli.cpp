@@ -1,0 +1,144 @@
+// End-to-end tests of the bitnet command line: output formats and bad input.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "bitnet/generate.h"
+#include "bitnet/session.h"
+#include "test_util.h"
+
+namespace bitnet {
+namespace {
+
+using test::cached_model;
+using test::run_cli;
+using test::tiny_spec;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+std::string model_dir() {
+  return cached_model("bf16", tiny_spec()).string();
+}
+
+// An error is one line on stderr, prefixed, with a non-zero exit.
+void expect_one_line_error(const test::CliResult& r, const std::string& fragment) {
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr(fragment));
+  const std::string last = r.err.substr(
+      r.err.rfind("bitnet: error: ") == std::string::npos ? 0 : r.err.rfind("bitnet: error: "));
+  EXPECT_THAT(last, StartsWith("bitnet: error: "));
+  EXPECT_EQ(std::count(last.begin(), last.end(), '\n'), 1) << last;
+}
+
+TEST(Cli, RunJsonMatchesTheLibraryGreedyPath) {
+  const auto r = run_cli(
+      {"run", "-m", model_dir(), "-p", "The quick brown fox", "-n", "12", "--temp", "0", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  for (const char* key : {"prompt_ids", "ids", "text", "prompt_tokens_per_s", "gen_tokens_per_s"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+  auto model = Model::load(model_dir());
+  const Tokenizer tokenizer = Tokenizer::load(model_dir());
+  const auto prompt = tokenizer.encode("The quick brown fox");
+  EXPECT_EQ(j["prompt_ids"].get<std::vector<int32_t>>(), prompt);
+  Session session(model);
+  GenerateOptions options;
+  options.max_new_tokens = 12;
+  options.sampling.temperature = 0;
+  options.stop_ids = default_stop_ids(model->config(), tokenizer);
+  const auto expected = generate(session, tokenizer, prompt, options);
+  EXPECT_EQ(j["ids"].get<std::vector<int32_t>>(), expected.ids);
+  EXPECT_EQ(j["text"].get<std::string>(), expected.text);
+}
+
+TEST(Cli, RunStreamsTextToStdoutAndSpeedToStderr) {
+  const auto streamed =
+      run_cli({"run", "-m", model_dir(), "-p", "Hello", "-n", "10", "--temp", "0"});
+  ASSERT_EQ(streamed.exit_code, 0) << streamed.err;
+  const auto json =
+      run_cli({"run", "-m", model_dir(), "-p", "Hello", "-n", "10", "--temp", "0", "--json"});
+  EXPECT_EQ(streamed.out, nlohmann::json::parse(json.out)["text"].get<std::string>() + "\n");
+  EXPECT_THAT(streamed.err, HasSubstr("tokens/s"));
+}
+
+TEST(Cli, SameSeedSameSample) {
+  const std::vector<std::string> args = {"run", "-m",     model_dir(), "-p",     "Hello", "-n",
+                                         "16",  "--temp", "1.2",       "--seed", "7",     "--json"};
+  const auto a = run_cli(args), b = run_cli(args);
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(nlohmann::json::parse(a.out)["ids"], nlohmann::json::parse(b.out)["ids"]);
+}
+
+TEST(Cli, TokenizeTextAndJsonLines) {
+  const auto one = run_cli({"tokenize", "-m", model_dir(), "Hello world"});
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  const Tokenizer tokenizer = Tokenizer::load(model_dir());
+  EXPECT_EQ(nlohmann::json::parse(one.out).get<std::vector<int32_t>>(),
+            tokenizer.encode("Hello world"));
+  const auto lines = run_cli({"tokenize", "-m", model_dir(), "--jsonl", "--no-bos"},
+                             "\"a b\"\n\"\\u00e9t\\u00e9\"\n");
+  ASSERT_EQ(lines.exit_code, 0) << lines.err;
+  EXPECT_EQ(lines.out, nlohmann::json(tokenizer.encode("a b", false)).dump() + "\n" +
+                           nlohmann::json(tokenizer.encode("\xC3\xA9t\xC3\xA9", false)).dump() +
+                           "\n");
+  expect_one_line_error(run_cli({"tokenize", "-m", model_dir(), "--jsonl"}, "[1, 2]\n"),
+                        "stdin line 1: expected a JSON string");
+  expect_one_line_error(run_cli({"tokenize", "-m", model_dir(), "--jsonl"}, "\"ok\"\n{bad\n"),
+                        "stdin line 2: malformed JSON");
+}
+
+TEST(Cli, MakeModelWritesBothVariants) {
+  test::TempDir tmp;
+  for (const char* variant : {"bf16", "packed"}) {
+    const auto dir = (tmp / variant).string();
+    const auto r = run_cli({"make-model", "-o", dir, "--variant", variant, "--layers", "1", "-q"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto run =
+        run_cli({"run", "-m", dir, "-p", "x", "-n", "3", "--temp", "0", "--json", "-q"});
+    EXPECT_EQ(run.exit_code, 0) << run.err;
+  }
+}
+
+TEST(CliErrors, MissingOrBrokenModel) {
+  test::TempDir tmp;
+  expect_one_line_error(run_cli({"run", "-m", (tmp / "absent").string(), "-p", "x"}), "absent");
+  std::filesystem::create_directories(tmp / "empty");
+  expect_one_line_error(run_cli({"run", "-m", (tmp / "empty").string(), "-p", "x"}),
+                        "tokenizer.json");
+  std::filesystem::copy(model_dir(), tmp / "broken");
+  test::write_file(tmp / "broken" / "config.json", "{ not json");
+  expect_one_line_error(run_cli({"run", "-m", (tmp / "broken").string(), "-p", "x"}),
+                        "config.json: malformed JSON");
+  std::filesystem::copy(model_dir(), tmp / "truncated");
+  std::filesystem::resize_file(tmp / "truncated" / "model.safetensors", 1000);
+  expect_one_line_error(run_cli({"run", "-m", (tmp / "truncated").string(), "-p", "x"}),
+                        "model.safetensors");
+}
+
+TEST(CliErrors, PromptLongerThanTheContext) {
+  expect_one_line_error(
+      run_cli({"run", "-m", model_dir(), "-c", "4", "-p", "a much longer prompt than four tokens"}),
+      "more than the context of 4");
+  expect_one_line_error(run_cli({"run", "-m", model_dir(), "-c", "100000", "-p", "x"}),
+                        "exceeds the model's max_position_embeddings");
+}
+
+TEST(CliErrors, InvalidUtf8AndBadFlags) {
+  expect_one_line_error(run_cli({"run", "-m", model_dir(), "-p", "bad \xFF byte"}),
+                        "not valid UTF-8");
+  expect_one_line_error(run_cli({"run", "-m", model_dir(), "-p", "x", "--temp", "-1"}),
+                        "temperature");
+  expect_one_line_error(run_cli({"run", "-m", model_dir(), "-p", "x", "--top-p", "0"}), "top_p");
+  expect_one_line_error(run_cli({"run", "-m", model_dir(), "-p", "x", "--kernels", "sse9"}),
+                        "unknown kernel variant 'sse9'");
+  expect_one_line_error(run_cli({"run", "-m", model_dir(), "-f", "/nonexistent/prompt.txt"}),
+                        "cannot open prompt file");
+  const auto unknown = run_cli({"run", "-m", model_dir(), "-p", "x", "--bogus"});
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_THAT(unknown.err, HasSubstr("bogus"));
+}
+
+}  // namespace
+}  // namespace bitnet

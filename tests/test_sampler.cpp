@@ -1,0 +1,269 @@
+// Sampler: greedy decoding, determinism per seed, the top-k / top-p / min-p filters, the
+// repetition penalty, and SamplingParams validation.
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "bitnet/error.h"
+#include "bitnet/generate.h"
+
+namespace bitnet {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Full sampling: no filter active.
+SamplingParams plain(uint64_t seed = 1) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  p.repeat_penalty = 1.0f;
+  p.seed = seed;
+  return p;
+}
+
+SamplingParams greedy() {
+  SamplingParams p = plain();
+  p.temperature = 0.0f;
+  return p;
+}
+
+std::vector<float> random_logits(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, 2.0f);
+  std::vector<float> l(n);
+  for (auto& v : l) v = d(rng);
+  return l;
+}
+
+std::vector<int32_t> draws(const SamplingParams& p, const std::vector<float>& logits, int n) {
+  Sampler s(p);
+  std::vector<int32_t> out;
+  for (int i = 0; i < n; ++i) out.push_back(s.sample(logits, {}));
+  return out;
+}
+
+TEST(Sampler, TemperatureZeroIsArgmaxWithTiesToLowestId) {
+  Sampler s(greedy());
+  EXPECT_EQ(s.sample(std::vector<float>{1.0f, 5.0f, 5.0f, 2.0f}, {}), 1);
+  EXPECT_EQ(s.sample(std::vector<float>{-3.0f, -3.0f}, {}), 0);
+  EXPECT_EQ(s.sample(std::vector<float>{0.0f, 0.0f, 7.0f}, {}), 2);
+  EXPECT_EQ(s.sample(std::vector<float>{4.0f}, {}), 0);
+  EXPECT_EQ(argmax(std::vector<float>{1.0f, 9.0f, 9.0f}), 1);
+  const auto logits = random_logits(1000, 3);
+  EXPECT_EQ(s.sample(logits, {}), argmax(logits));
+}
+
+TEST(Sampler, SameSeedSameSequence) {
+  const auto logits = random_logits(50, 4);
+  const auto a = draws(plain(42), logits, 200);
+  EXPECT_EQ(a, draws(plain(42), logits, 200));
+  EXPECT_NE(a, draws(plain(43), logits, 200));
+  EXPECT_GT(std::set<int32_t>(a.begin(), a.end()).size(), 5u);  // it really samples
+}
+
+TEST(Sampler, TopKOneIsArgmax) {
+  SamplingParams p = plain(7);
+  p.top_k = 1;
+  p.temperature = 3.0f;
+  const auto logits = random_logits(100, 5);
+  for (int32_t id : draws(p, logits, 200)) ASSERT_EQ(id, argmax(logits));
+  for (int32_t id : draws(p, {2.0f, 2.0f, 1.0f}, 50)) ASSERT_EQ(id, 0);  // tie: lowest id
+}
+
+TEST(Sampler, TinyTopPIsArgmax) {
+  SamplingParams p = plain(8);
+  p.top_p = 1e-6f;
+  p.temperature = 2.0f;
+  const auto logits = random_logits(100, 6);
+  for (int32_t id : draws(p, logits, 200)) ASSERT_EQ(id, argmax(logits));
+}
+
+TEST(Sampler, MinPOneIsArgmax) {
+  SamplingParams p = plain(9);
+  p.min_p = 1.0f;
+  p.temperature = 2.0f;
+  const auto logits = random_logits(100, 7);
+  for (int32_t id : draws(p, logits, 200)) ASSERT_EQ(id, argmax(logits));
+}
+
+TEST(Sampler, EmpiricalDistributionMatchesSoftmax) {
+  const std::vector<float> logits = {1.0f, 2.0f, 0.5f, -1.0f};
+  std::vector<double> p(4);
+  double sum = 0;
+  for (size_t i = 0; i < 4; ++i) sum += p[i] = std::exp(double{logits[i]});
+  const int n = 20000;
+  std::vector<int> counts(4, 0);
+  for (int32_t id : draws(plain(123), logits, n)) {
+    ASSERT_GE(id, 0);
+    ASSERT_LT(id, 4);
+    ++counts[static_cast<size_t>(id)];
+  }
+  for (size_t i = 0; i < 4; ++i) {
+    const double pi = p[i] / sum, mean = n * pi, sigma = std::sqrt(n * pi * (1 - pi));
+    EXPECT_LE(std::fabs(counts[i] - mean), 3 * sigma) << "token " << i << ": " << counts[i];
+  }
+}
+
+TEST(Sampler, TemperatureSharpensDistribution) {
+  const std::vector<float> logits = {1.0f, 2.0f, 0.5f, -1.0f};
+  SamplingParams p = plain(5);
+  p.temperature = 0.25f;  // p(1) = 1 / (1 + e^-4 + e^-6 + e^-12) ~ 0.98
+  int top = 0;
+  for (int32_t id : draws(p, logits, 2000)) top += id == 1;
+  EXPECT_GT(top, 1900);
+}
+
+TEST(Sampler, TopKTwoNeverReturnsLowerRanks) {
+  SamplingParams p = plain(10);
+  p.top_k = 2;
+  p.temperature = 5.0f;  // flatten so low ranks would show up without the filter
+  const std::vector<float> logits = {0.1f, 0.9f, 0.3f, 1.0f, -0.2f, 0.85f, 0.0f};
+  std::set<int32_t> seen;
+  for (int32_t id : draws(p, logits, 2000)) seen.insert(id);
+  EXPECT_EQ(seen, (std::set<int32_t>{3, 1}));
+}
+
+TEST(Sampler, TopPKeepsSmallestPrefixReachingMass) {
+  // Probabilities 0.5, 0.3, 0.2 (in logits); top_p 0.75 keeps the first two.
+  const std::vector<float> logits = {std::log(0.3f), std::log(0.2f), std::log(0.5f)};
+  SamplingParams p = plain(11);
+  p.top_p = 0.75f;
+  std::set<int32_t> seen;
+  for (int32_t id : draws(p, logits, 1000)) seen.insert(id);
+  EXPECT_EQ(seen, (std::set<int32_t>{2, 0}));
+}
+
+TEST(Sampler, MinPDropsTokensBelowFraction) {
+  const std::vector<float> logits = {std::log(0.3f), std::log(0.2f), std::log(0.5f)};
+  SamplingParams p = plain(12);
+  p.min_p = 0.5f;  // floor 0.25: drops the 0.2 token
+  std::set<int32_t> seen;
+  for (int32_t id : draws(p, logits, 1000)) seen.insert(id);
+  EXPECT_EQ(seen, (std::set<int32_t>{2, 0}));
+}
+
+TEST(Sampler, RepetitionPenaltyChangesGreedyChoice) {
+  SamplingParams p = greedy();
+  p.repeat_penalty = 100.0f;
+  const std::vector<float> logits = {5.0f, 4.9f, 1.0f};
+  EXPECT_EQ(Sampler(p).sample(logits, std::vector<int32_t>{0}), 1);
+  EXPECT_EQ(Sampler(p).sample(logits, std::vector<int32_t>{2}), 0);
+  EXPECT_EQ(Sampler(p).sample(logits, {}), 0);
+}
+
+int greedy_with_penalty(float penalty, const std::vector<float>& logits,
+                        const std::vector<int32_t>& history, int last_n = 64) {
+  SamplingParams p = greedy();
+  p.repeat_penalty = penalty;
+  p.repeat_last_n = last_n;
+  return Sampler(p).sample(logits, history);
+}
+
+TEST(Sampler, PositiveLogitsDividedNegativeMultiplied) {
+  // Positive: 3 / 1.4 = 2.14 > 2 keeps id 0; 3 / 1.6 = 1.875 < 2 switches to id 1.
+  EXPECT_EQ(greedy_with_penalty(1.4f, {3.0f, 2.0f}, {0}), 0);
+  EXPECT_EQ(greedy_with_penalty(1.6f, {3.0f, 2.0f}, {0}), 1);
+  // Negative: -1 * 1.4 = -1.4 > -1.5 keeps id 0; -1 * 1.6 = -1.6 < -1.5 switches.
+  // (Dividing a negative logit would raise it and never switch.)
+  EXPECT_EQ(greedy_with_penalty(1.4f, {-1.0f, -1.5f, -10.0f}, {0}), 0);
+  EXPECT_EQ(greedy_with_penalty(1.6f, {-1.0f, -1.5f, -10.0f}, {0}), 1);
+  // A penalty below 1 rewards repeats: 2 / 0.5 = 4 > 3.
+  EXPECT_EQ(greedy_with_penalty(0.5f, {3.0f, 2.0f}, {1}), 1);
+}
+
+TEST(Sampler, RepeatedHistoryIdPenalizedOnce) {
+  // Applied three times, 3 / 1.4^3 = 1.09 would fall below 2.
+  EXPECT_EQ(greedy_with_penalty(1.4f, {3.0f, 2.0f}, {0, 0, 0}), 0);
+}
+
+TEST(Sampler, RepeatLastNLimitsTheWindow) {
+  const std::vector<float> logits = {3.0f, 2.0f, -100.0f};
+  const std::vector<int32_t> history = {0, 2, 2, 2};
+  EXPECT_EQ(greedy_with_penalty(100.0f, logits, history, 3), 0);  // id 0 is outside the window
+  EXPECT_EQ(greedy_with_penalty(100.0f, logits, history, 4), 1);
+  EXPECT_EQ(greedy_with_penalty(100.0f, logits, history, 1000), 1);
+  EXPECT_EQ(greedy_with_penalty(100.0f, logits, history, 0), 0);  // 0 disables
+}
+
+TEST(Sampler, OutOfRangeHistoryIdsAreIgnored) {
+  EXPECT_EQ(greedy_with_penalty(100.0f, {3.0f, 2.0f}, {-1, 2, 1000000}), 0);
+}
+
+TEST(Sampler, PenaltyAppliesBeforeSampling) {
+  SamplingParams p = plain(13);
+  p.repeat_penalty = 1000.0f;
+  p.temperature = 0.1f;  // id 0: 10 / 1000 / 0.1 = 0.1 against id 1: 9 / 0.1 = 90
+  const std::vector<float> logits = {10.0f, 9.0f};
+  Sampler s(p);
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(s.sample(logits, std::vector<int32_t>{0}), 1);
+}
+
+std::string validate_error(const SamplingParams& p) {
+  try {
+    p.validate();
+  } catch (const Error& e) {
+    EXPECT_THROW(Sampler{p}, Error);
+    return e.what();
+  }
+  ADD_FAILURE() << "expected bitnet::Error";
+  return "";
+}
+
+TEST(SamplingParams, ValidateRejectsOutOfRange) {
+  SamplingParams p;
+  EXPECT_NO_THROW(p.validate());
+  p.temperature = -1.0f;
+  EXPECT_THAT(validate_error(p), HasSubstr("temperature"));
+  p.temperature = NAN;
+  EXPECT_THAT(validate_error(p), HasSubstr("temperature"));
+  p = SamplingParams{};
+  p.top_p = 0.0f;
+  EXPECT_THAT(validate_error(p), HasSubstr("top_p"));
+  p.top_p = 1.5f;
+  EXPECT_THAT(validate_error(p), HasSubstr("top_p"));
+  p.top_p = NAN;
+  EXPECT_THAT(validate_error(p), HasSubstr("top_p"));
+  p = SamplingParams{};
+  p.min_p = -0.1f;
+  EXPECT_THAT(validate_error(p), HasSubstr("min_p"));
+  p = SamplingParams{};
+  p.repeat_penalty = 0.0f;
+  EXPECT_THAT(validate_error(p), HasSubstr("repeat_penalty"));
+  p.repeat_penalty = -2.0f;
+  EXPECT_THAT(validate_error(p), HasSubstr("repeat_penalty"));
+  p = SamplingParams{};
+  p.repeat_last_n = -1;
+  EXPECT_THAT(validate_error(p), HasSubstr("repeat_last_n"));
+}
+
+TEST(SamplingParams, BoundaryValuesAreValid) {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  p.top_k = 0;
+  p.repeat_last_n = 0;
+  EXPECT_NO_THROW(p.validate());
+  p.min_p = 1.0f;
+  p.top_k = -5;
+  EXPECT_NO_THROW(p.validate());
+}
+
+// Dividing logits by a tiny temperature overflows to inf; the sampler must still pick the argmax.
+TEST(Sampler, TinyTemperatureBehavesLikeGreedy) {
+  SamplingParams p = plain(1);
+  p.temperature = 1e-37f;
+  ASSERT_NO_THROW(p.validate());
+  for (int32_t id : draws(p, {10.0f, 50.0f, 20.0f}, 20)) ASSERT_EQ(id, 1);
+}
+
+}  // namespace
+}  // namespace bitnet

@@ -1,0 +1,457 @@
+// Ternary packing, activation quantization and every ternary matmul variant, checked against
+// naive references written here (plain int8 ternary matrices, int64 accumulation).
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "base/cpu_features.h"
+#include "base/thread_pool.h"
+#include "kernels/cpu/ternary_matmul.h"
+#include "kernels/cpu/ternary_packing.h"
+
+namespace bitnet {
+namespace {
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+std::vector<int8_t> random_ternary(size_t n, std::mt19937& rng) {
+  std::uniform_int_distribution<int> d(-1, 1);
+  std::vector<int8_t> t(n);
+  for (auto& v : t) v = static_cast<int8_t>(d(rng));
+  return t;
+}
+
+std::vector<float> random_floats(size_t n, std::mt19937& rng, float lo = -3.0f, float hi = 3.0f) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> x(n);
+  for (auto& v : x) v = d(rng);
+  return x;
+}
+
+// A packed matrix built from plain ternary values t[rows][cols].
+TernaryMatrix make_matrix(const std::vector<int8_t>& t, int64_t rows, int64_t cols,
+                          std::vector<float> row_scales) {
+  TernaryMatrix w;
+  w.rows = rows;
+  w.cols = cols;
+  const int64_t rb = packed_row_bytes(cols);
+  w.storage.assign(static_cast<size_t>(rows * rb), 0xFF);
+  for (int64_t r = 0; r < rows; ++r) {
+    pack_ternary_row(std::span<const int8_t>(t.data() + r * cols, static_cast<size_t>(cols)),
+                     std::span<uint8_t>(w.storage.data() + r * rb, static_cast<size_t>(rb)));
+  }
+  w.packed = w.storage.data();
+  w.row_scales = std::move(row_scales);
+  return w;
+}
+
+// y[n][r] = float(sum_k q[n][k] * t[r][k]) / scale[n] * row_scale[r], summed in int64.
+std::vector<float> naive_matmul(const std::vector<int8_t>& t, int64_t rows, int64_t cols,
+                                const std::vector<float>& row_scales, const QuantizedActs& acts,
+                                int64_t n_tokens, int64_t y_stride) {
+  std::vector<float> y(static_cast<size_t>(n_tokens * y_stride), kNaN);
+  for (int64_t n = 0; n < n_tokens; ++n) {
+    for (int64_t r = 0; r < rows; ++r) {
+      int64_t acc = 0;
+      for (int64_t k = 0; k < cols; ++k)
+        acc += int64_t{acts.q[n * acts.stride + k]} * t[r * cols + k];
+      EXPECT_EQ(acc, static_cast<int32_t>(acc));
+      y[n * y_stride + r] =
+          static_cast<float>(static_cast<int32_t>(acc)) / acts.scale[n] * row_scales[r];
+    }
+  }
+  return y;
+}
+
+// Bitwise float equality that treats NaN == NaN (untouched poison).
+::testing::AssertionResult same_floats(const std::vector<float>& got,
+                                       const std::vector<float>& want) {
+  if (got.size() != want.size()) return ::testing::AssertionFailure() << "size differs";
+  for (size_t i = 0; i < got.size(); ++i) {
+    const bool both_nan = std::isnan(got[i]) && std::isnan(want[i]);
+    if (!both_nan && got[i] != want[i]) {
+      return ::testing::AssertionFailure()
+             << "index " << i << ": got " << got[i] << ", want " << want[i];
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packing
+
+TEST(TernaryPacking, RoundTripAndPaddingCode) {
+  std::mt19937 rng(1234);
+  for (int64_t cols : {1, 3, 64, 255, 256, 257, 511, 640, 2560, 6912}) {
+    SCOPED_TRACE(cols);
+    const auto t = random_ternary(static_cast<size_t>(cols), rng);
+    const int64_t padded = padded_cols(cols);
+    EXPECT_EQ(padded % kTernaryBlock, 0);
+    EXPECT_GE(padded, cols);
+    EXPECT_LT(padded - cols, kTernaryBlock);
+    ASSERT_EQ(packed_row_bytes(cols), padded / 4);
+    std::vector<uint8_t> packed(static_cast<size_t>(packed_row_bytes(cols)), 0xFF);  // garbage
+    pack_ternary_row(t, packed);
+
+    std::vector<int8_t> back(static_cast<size_t>(cols), 99);
+    unpack_ternary_row(packed, back);
+    EXPECT_EQ(back, t);
+    for (int64_t k = 0; k < cols; ++k) ASSERT_EQ(ternary_at(packed.data(), k), t[k]) << k;
+    for (int64_t k = cols; k < padded; ++k) {
+      const int64_t b = k / kTernaryBlock, r = k % kTernaryBlock;
+      const int code = (packed[b * 64 + r % 64] >> (2 * (r / 64))) & 3;
+      ASSERT_EQ(code, 1) << "padding weight " << k;
+      ASSERT_EQ(ternary_at(packed.data(), k), 0);
+    }
+    // No code 3 anywhere.
+    for (uint8_t byte : packed)
+      for (int i = 0; i < 4; ++i) ASSERT_NE((byte >> (2 * i)) & 3, 3);
+  }
+}
+
+TEST(TernaryPacking, DocumentedBitLayout) {
+  // Weight k = 256b + 64i + j lives at bits 2i..2i+1 of byte 64b + j, as code t + 1.
+  std::vector<int8_t> t(600, 0);
+  t[130] = 1;               // b 0, i 2, j 2
+  t[63] = -1;               // b 0, i 0, j 63
+  t[256 + 64 * 3 + 5] = 1;  // b 1, i 3, j 5
+  std::vector<uint8_t> packed(static_cast<size_t>(packed_row_bytes(600)));
+  ASSERT_EQ(packed.size(), 192u);
+  pack_ternary_row(t, packed);
+  for (size_t byte = 0; byte < packed.size(); ++byte) {
+    uint8_t want = 0x55;
+    if (byte == 2) want = static_cast<uint8_t>((0x55 & ~(3 << 4)) | (2 << 4));
+    if (byte == 63) want = static_cast<uint8_t>(0x55 & ~3);
+    if (byte == 64 + 5) want = static_cast<uint8_t>((0x55 & ~(3 << 6)) | (2 << 6));
+    EXPECT_EQ(packed[byte], want) << byte;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation quantization
+
+// Independent reference: s in fp32 as specified; the product x * s is exact in fp64 and then
+// rounded once to fp32 (what an fp32 multiply does); round half to even by hand.
+struct RefQuant {
+  float scale;
+  std::vector<int> q;
+  int sum;
+};
+
+RefQuant ref_quantize(const float* x, int64_t cols) {
+  double max_abs = 0;
+  for (int64_t k = 0; k < cols; ++k)
+    max_abs = std::max(max_abs, std::fabs(static_cast<double>(x[k])));
+  RefQuant r;
+  r.scale = 127.0f / std::max(static_cast<float>(max_abs), 1e-5f);
+  r.sum = 0;
+  for (int64_t k = 0; k < cols; ++k) {
+    const double p = static_cast<double>(static_cast<float>(static_cast<double>(x[k]) * r.scale));
+    const double fl = std::floor(p), frac = p - fl;
+    double v = frac > 0.5 ? fl + 1 : frac < 0.5 ? fl : (std::fmod(fl, 2.0) == 0 ? fl : fl + 1);
+    v = std::min(127.0, std::max(-128.0, v));
+    r.q.push_back(static_cast<int>(v));
+    r.sum += static_cast<int>(v);
+    // The rounding never moves further than half a step from the exact product.
+    if (v > -128 && v < 127) {
+      EXPECT_LE(std::fabs(v - static_cast<double>(x[k]) * r.scale), 0.5 + 1e-4);
+    }
+  }
+  return r;
+}
+
+void expect_matches_reference(const std::vector<float>& x, int64_t n_tokens, int64_t cols,
+                              int64_t x_stride) {
+  QuantizedActs acts;
+  quantize_activations(x.data(), x_stride, n_tokens, cols, acts);
+  ASSERT_EQ(acts.cols, cols);
+  ASSERT_EQ(acts.stride, padded_cols(cols));
+  ASSERT_GE(acts.q.size(), static_cast<size_t>(n_tokens * acts.stride));
+  for (int64_t n = 0; n < n_tokens; ++n) {
+    SCOPED_TRACE(n);
+    const RefQuant ref = ref_quantize(x.data() + n * x_stride, cols);
+    EXPECT_EQ(acts.scale[n], ref.scale);
+    EXPECT_EQ(acts.sum[n], ref.sum);
+    for (int64_t k = 0; k < cols; ++k) ASSERT_EQ(acts.q[n * acts.stride + k], ref.q[k]) << k;
+    for (int64_t k = cols; k < acts.stride; ++k) ASSERT_EQ(acts.q[n * acts.stride + k], 0) << k;
+  }
+}
+
+TEST(QuantizeActivations, MatchesReferenceOnRandomRows) {
+  std::mt19937 rng(7);
+  for (int64_t cols : {1, 5, 256, 257, 2560}) {
+    SCOPED_TRACE(cols);
+    const int64_t stride = cols + 3;
+    auto x = random_floats(static_cast<size_t>(4 * stride), rng);
+    expect_matches_reference(x, 4, cols, stride);
+  }
+}
+
+TEST(QuantizeActivations, RoundsHalfToEven) {
+  // max |x| = 127 makes s exactly 1, so x * s is exactly x.
+  const std::vector<float> x = {127.0f, 2.5f,  3.5f,   -2.5f, 0.5f,
+                                1.5f,   -0.5f, 126.5f, -3.5f, 2.4999998f};
+  const std::vector<int> want = {127, 2, 4, -2, 0, 2, 0, 126, -4, 2};
+  QuantizedActs acts;
+  quantize_activations(x.data(), 0, 1, static_cast<int64_t>(x.size()), acts);
+  ASSERT_EQ(acts.scale[0], 1.0f);
+  int sum = 0;
+  for (size_t k = 0; k < x.size(); ++k) {
+    EXPECT_EQ(acts.q[k], want[k]) << x[k];
+    sum += want[k];
+  }
+  EXPECT_EQ(acts.sum[0], sum);
+  expect_matches_reference(x, 1, static_cast<int64_t>(x.size()), 0);
+}
+
+TEST(QuantizeActivations, ZeroRow) {
+  std::vector<float> x(300, 0.0f);
+  QuantizedActs acts;
+  quantize_activations(x.data(), 300, 1, 300, acts);
+  EXPECT_EQ(acts.scale[0], 127.0f / 1e-5f);
+  EXPECT_EQ(acts.sum[0], 0);
+  for (int8_t q : acts.q) ASSERT_EQ(q, 0);
+}
+
+TEST(QuantizeActivations, ExtremeMagnitudes) {
+  const int64_t cols = 6;
+  const std::vector<float> x = {
+      1e30f,  -1e30f,  5e29f,  0.0f,  -2.5e29f, 1e29f,    // huge
+      1e-30f, -1e-30f, 1e-30f, 0.0f,  3e-31f,   -7e-31f,  // tiny: below the 1e-5 floor
+      1e30f,  1.0f,    -1.0f,  1e20f, -1e25f,   0.0f,     // one huge value
+      4e-6f,  -8e-6f,  1e-6f,  0.0f,  -1e-6f,   2e-6f,    // below the floor, not negligible
+  };
+  expect_matches_reference(x, 4, cols, cols);
+  QuantizedActs acts;
+  quantize_activations(x.data(), cols, 4, cols, acts);
+  EXPECT_EQ(acts.q[0], 127);
+  EXPECT_EQ(acts.q[1], -127);
+  for (int64_t k = 0; k < cols; ++k) EXPECT_EQ(acts.q[acts.stride + k], 0);
+  EXPECT_EQ(acts.scale[1], 127.0f / 1e-5f);
+  EXPECT_EQ(acts.q[2 * acts.stride + 0], 127);
+  for (int64_t k = 1; k < cols; ++k) EXPECT_EQ(acts.q[2 * acts.stride + k], 0);
+  EXPECT_EQ(acts.q[3 * acts.stride + 1], -102);  // -8e-6 * 1.27e7 = -101.6
+}
+
+TEST(QuantizeActivations, NegativeMaxAbsAndClamp) {
+  const std::vector<float> x = {-1.0f, 0.5f, -0.25f, 0.999f, -0.999999f};
+  QuantizedActs acts;
+  quantize_activations(x.data(), 5, 1, 5, acts);
+  EXPECT_EQ(acts.q[0], -127);
+  for (int64_t k = 0; k < 5; ++k) {
+    EXPECT_GE(acts.q[k], -128);
+    EXPECT_LE(acts.q[k], 127);
+  }
+  int sum = 0;
+  for (int64_t k = 0; k < 5; ++k) sum += acts.q[k];
+  EXPECT_EQ(acts.sum[0], sum);
+  expect_matches_reference(x, 1, 5, 5);
+
+  // Many random rows whose extreme is negative: never below -127, sums consistent.
+  std::mt19937 rng(99);
+  auto y = random_floats(64 * 100, rng, -1.0f, 0.5f);
+  for (int r = 0; r < 64; ++r)
+    y[static_cast<size_t>(r * 100 + r)] = -1.0f - static_cast<float>(r) * 0.37f;
+  quantize_activations(y.data(), 100, 64, 100, acts);
+  for (int r = 0; r < 64; ++r) {
+    int s = 0;
+    for (int k = 0; k < 100; ++k) {
+      ASSERT_GE(acts.q[r * acts.stride + k], -127);
+      s += acts.q[r * acts.stride + k];
+    }
+    EXPECT_EQ(acts.q[r * acts.stride + r], -127);
+    EXPECT_EQ(acts.sum[r], s);
+  }
+  expect_matches_reference(y, 64, 100, 100);
+}
+
+TEST(QuantizeActivations, ReuseWithDifferentShapes) {
+  std::mt19937 rng(3);
+  QuantizedActs acts;
+  auto a = random_floats(3 * 700, rng);
+  quantize_activations(a.data(), 700, 3, 700, acts);
+  auto b = random_floats(2 * 300, rng);
+  quantize_activations(b.data(), 300, 2, 300, acts);
+  EXPECT_EQ(acts.cols, 300);
+  EXPECT_EQ(acts.stride, 512);
+  for (int n = 0; n < 2; ++n)
+    for (int64_t k = 300; k < 512; ++k) ASSERT_EQ(acts.q[n * 512 + k], 0);
+  expect_matches_reference(b, 2, 300, 300);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matmul kernels
+
+class TernaryKernel : public ::testing::TestWithParam<CpuIsa> {
+ protected:
+  void SetUp() override {
+    const CpuFeatures& f = CpuFeatures::host();
+    if (GetParam() == CpuIsa::avx2 && !f.avx2) GTEST_SKIP() << "no AVX2 on this CPU";
+    if (GetParam() == CpuIsa::avx512_vnni && !f.avx512_vnni) GTEST_SKIP() << "no AVX-512 VNNI";
+    kernel_ = ternary_matmul_kernel(GetParam());
+  }
+
+  // Runs the kernel on rows [row_begin, row_end) into a NaN-poisoned buffer.
+  std::vector<float> run(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens,
+                         int64_t y_stride, int64_t row_begin, int64_t row_end) const {
+    std::vector<float> y(static_cast<size_t>(n_tokens * y_stride), kNaN);
+    kernel_(w, acts, n_tokens, y.data(), y_stride, row_begin, row_end);
+    return y;
+  }
+
+  TernaryMatmulFn kernel_ = nullptr;
+};
+
+TEST_P(TernaryKernel, MatchesNaiveReference) {
+  std::mt19937 rng(2024);
+  for (int64_t rows : {1, 5, 16, 17, 64}) {
+    for (int64_t cols : {1, 31, 256, 257, 1000, 2560}) {
+      const auto t = random_ternary(static_cast<size_t>(rows * cols), rng);
+      auto scales = random_floats(static_cast<size_t>(rows), rng, 0.1f, 4.0f);
+      const TernaryMatrix w = make_matrix(t, rows, cols, scales);
+      for (int64_t n_tokens : {1, 2, 3, 4, 5, 9}) {
+        SCOPED_TRACE(::testing::Message() << rows << "x" << cols << ", " << n_tokens << " tokens");
+        const auto x = random_floats(static_cast<size_t>(n_tokens * cols), rng);
+        QuantizedActs acts;
+        quantize_activations(x.data(), cols, n_tokens, cols, acts);
+        const int64_t y_stride = rows + 3;  // gaps between tokens must stay untouched
+        const auto want = naive_matmul(t, rows, cols, scales, acts, n_tokens, y_stride);
+        const auto got = run(w, acts, n_tokens, y_stride, 0, rows);
+        ASSERT_TRUE(same_floats(got, want));
+        for (int64_t n = 0; n < n_tokens; ++n)
+          for (int64_t r = 0; r < y_stride; ++r)
+            ASSERT_EQ(std::isnan(got[n * y_stride + r]), r >= rows) << n << "," << r;
+      }
+    }
+  }
+}
+
+// Hand-built activations (q = -128 cannot come from quantize_activations).
+QuantizedActs constant_acts(int64_t n_tokens, int64_t cols, auto q_of) {
+  QuantizedActs acts;
+  acts.resize(n_tokens, cols);
+  for (int64_t n = 0; n < n_tokens; ++n) {
+    int32_t sum = 0;
+    for (int64_t k = 0; k < cols; ++k) {
+      acts.q[n * acts.stride + k] = static_cast<int8_t>(q_of(n, k));
+      sum += acts.q[n * acts.stride + k];
+    }
+    acts.sum[n] = sum;
+    acts.scale[n] = 1.0f + 0.25f * static_cast<float>(n);
+  }
+  return acts;
+}
+
+TEST_P(TernaryKernel, ExtremeValuesDoNotSaturate) {
+  const int64_t rows = 17, cols = 6912, n_tokens = 5;
+  const std::vector<float> scales(rows, 1.0f);
+  for (int weight : {1, -1}) {
+    for (int qv : {127, -128}) {
+      SCOPED_TRACE(::testing::Message() << "t = " << weight << ", q = " << qv);
+      const std::vector<int8_t> t(static_cast<size_t>(rows * cols), static_cast<int8_t>(weight));
+      const TernaryMatrix w = make_matrix(t, rows, cols, scales);
+      const QuantizedActs acts =
+          constant_acts(n_tokens, cols, [&](int64_t, int64_t) { return qv; });
+      const auto got = run(w, acts, n_tokens, rows, 0, rows);
+      for (int64_t n = 0; n < n_tokens; ++n) {
+        const float want = static_cast<float>(int64_t{weight} * qv * cols) / acts.scale[n];
+        for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(got[n * rows + r], want) << n << "," << r;
+      }
+      ASSERT_TRUE(same_floats(got, naive_matmul(t, rows, cols, scales, acts, n_tokens, rows)));
+    }
+  }
+}
+
+TEST_P(TernaryKernel, ZerosAndAlternatingSigns) {
+  const int64_t rows = 20, cols = 2560, n_tokens = 6;
+  std::mt19937 rng(5);
+  const auto scales = random_floats(rows, rng, 0.5f, 2.0f);
+  // All-zero weights against nonzero activations, and nonzero weights against zero activations.
+  const std::vector<int8_t> zeros(static_cast<size_t>(rows * cols), 0);
+  const auto random_t = random_ternary(static_cast<size_t>(rows * cols), rng);
+  const QuantizedActs max_acts =
+      constant_acts(n_tokens, cols, [](int64_t, int64_t) { return -128; });
+  const QuantizedActs zero_acts = constant_acts(n_tokens, cols, [](int64_t, int64_t) { return 0; });
+  for (const auto& [t, acts] : {std::pair{&zeros, &max_acts}, std::pair{&random_t, &zero_acts}}) {
+    const auto got = run(make_matrix(*t, rows, cols, scales), *acts, n_tokens, rows, 0, rows);
+    for (float v : got) ASSERT_EQ(v, 0.0f);
+  }
+  // Alternating signs in weights and activations: every product is +127*..., or cancels.
+  std::vector<int8_t> alt(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < cols; ++k)
+      alt[r * cols + k] = static_cast<int8_t>(((k + r) % 2) ? 1 : -1);
+  const QuantizedActs alt_acts = constant_acts(
+      n_tokens, cols, [](int64_t n, int64_t k) { return ((k + n) % 2) ? 127 : -128; });
+  const auto got = run(make_matrix(alt, rows, cols, scales), alt_acts, n_tokens, rows, 0, rows);
+  ASSERT_TRUE(same_floats(got, naive_matmul(alt, rows, cols, scales, alt_acts, n_tokens, rows)));
+}
+
+TEST_P(TernaryKernel, RowSubRangeLeavesOtherRowsUntouched) {
+  const int64_t rows = 40, cols = 700, n_tokens = 5;
+  std::mt19937 rng(11);
+  const auto t = random_ternary(static_cast<size_t>(rows * cols), rng);
+  const auto scales = random_floats(rows, rng, 0.5f, 2.0f);
+  const TernaryMatrix w = make_matrix(t, rows, cols, scales);
+  const auto x = random_floats(static_cast<size_t>(n_tokens * cols), rng);
+  QuantizedActs acts;
+  quantize_activations(x.data(), cols, n_tokens, cols, acts);
+  const auto full = naive_matmul(t, rows, cols, scales, acts, n_tokens, rows);
+  for (auto [begin, end] :
+       {std::pair<int64_t, int64_t>{5, 23}, {0, 1}, {39, 40}, {7, 7}, {16, 32}}) {
+    SCOPED_TRACE(::testing::Message() << "[" << begin << ", " << end << ")");
+    const auto got = run(w, acts, n_tokens, rows, begin, end);
+    for (int64_t n = 0; n < n_tokens; ++n) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const float v = got[n * rows + r];
+        if (r >= begin && r < end) {
+          ASSERT_EQ(v, full[n * rows + r]) << n << "," << r;
+        } else {
+          ASSERT_TRUE(std::isnan(v)) << n << "," << r;
+        }
+      }
+    }
+  }
+}
+
+TEST_P(TernaryKernel, ThreadPoolMatchesSingleCall) {
+  std::mt19937 rng(77);
+  for (int64_t rows : {1, 16, 64, 100}) {
+    const int64_t cols = 513, n_tokens = 3;
+    const auto t = random_ternary(static_cast<size_t>(rows * cols), rng);
+    const auto scales = random_floats(static_cast<size_t>(rows), rng, 0.5f, 2.0f);
+    const TernaryMatrix w = make_matrix(t, rows, cols, scales);
+    const auto x = random_floats(static_cast<size_t>(n_tokens * cols), rng);
+    QuantizedActs acts;
+    quantize_activations(x.data(), cols, n_tokens, cols, acts);
+    const auto single = run(w, acts, n_tokens, rows, 0, rows);
+    ASSERT_TRUE(same_floats(single, naive_matmul(t, rows, cols, scales, acts, n_tokens, rows)));
+    for (int threads : {1, 2, 3}) {
+      SCOPED_TRACE(::testing::Message() << rows << " rows, " << threads << " threads");
+      ThreadPool pool(threads);
+      std::vector<float> y(static_cast<size_t>(n_tokens * rows), kNaN);
+      ternary_matmul(pool, GetParam(), w, acts, n_tokens, y.data(), rows);
+      ASSERT_TRUE(same_floats(y, single));
+      for (float v : y) ASSERT_FALSE(std::isnan(v));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllIsas, TernaryKernel,
+                         ::testing::Values(CpuIsa::scalar, CpuIsa::avx2, CpuIsa::avx512_vnni),
+                         [](const auto& info) { return std::string(isa_name(info.param)); });
+
+TEST(TernaryKernelSelection, ScalarIsTheScalarKernel) {
+  EXPECT_EQ(ternary_matmul_kernel(CpuIsa::scalar), &ternary_matmul_scalar);
+  EXPECT_EQ(parse_isa("avx512"), CpuIsa::avx512_vnni);
+  EXPECT_EQ(std::string(isa_name(CpuFeatures::host().best_isa())).empty(), false);
+}
+
+}  // namespace
+}  // namespace bitnet
