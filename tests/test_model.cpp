@@ -22,15 +22,29 @@ using ::testing::HasSubstr;
 
 const std::vector<int32_t> kPrompt = {504, 72, 101, 276, 111, 259, 277, 350, 13, 200, 7, 480};
 
+// The exact path: the checkpoint's bf16 lm_head and an f32 KV cache (the defaults quantize both).
+LoadOptions exact_load() {
+  LoadOptions options;
+  options.lm_head = LmHeadFormat::bf16;
+  return options;
+}
+
+SessionOptions exact_session() {
+  SessionOptions options;
+  options.kv_cache = KvCacheType::f32;
+  return options;
+}
+
 // Logits for every position of one causal pass: [ids.size()][vocab].
 std::vector<std::vector<float>> all_logits(const std::filesystem::path& dir,
                                            const std::vector<int32_t>& ids,
-                                           const std::string& kernels = "auto", int threads = 2) {
-  auto model = Model::load(dir);
+                                           const std::string& kernels = "auto", int threads = 2,
+                                           KvCacheType kv_type = KvCacheType::f32) {
+  auto model = Model::load(dir, exact_load());
   ThreadPool pool(threads);
   const CpuIsa isa = kernels == "auto" ? CpuFeatures::host().best_isa() : parse_isa(kernels);
   CpuForward forward(model, pool, isa, static_cast<int>(ids.size()), model->config().max_seq_len);
-  KvCache kv(model->config(), 1, model->config().max_seq_len);
+  KvCache kv(model->config(), 1, model->config().max_seq_len, kv_type);
   std::vector<BatchToken> batch;
   std::vector<int32_t> rows;
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -47,8 +61,8 @@ std::vector<std::vector<float>> all_logits(const std::filesystem::path& dir,
 }
 
 std::vector<int32_t> greedy(const std::filesystem::path& dir, const std::vector<int32_t>& prompt,
-                            int n, SessionOptions options = {}) {
-  auto model = Model::load(dir);
+                            int n, SessionOptions options = exact_session()) {
+  auto model = Model::load(dir, exact_load());
   Session session(model, options);
   std::vector<int32_t> ids;
   std::span<const float> logits = session.feed(prompt);
@@ -235,20 +249,24 @@ TEST(Model, KernelVariantsAndThreadCountsAgreeBitForBit) {
 
 TEST(Model, IncrementalDecodeMatchesOneBatchedPass) {
   const auto dir = cached_model("bf16", tiny_spec());
-  const auto batched = all_logits(dir, kPrompt);
-  auto model = Model::load(dir);
-  for (int max_batch : {1, 3, 5, 128}) {
-    SessionOptions options;
-    options.max_batch = max_batch;
-    Session session(model, options);
-    // First half as one prompt, the rest one token at a time.
-    const size_t half = kPrompt.size() / 2;
-    auto logits = session.feed(std::span(kPrompt).first(half));
-    EXPECT_EQ(std::vector<float>(logits.begin(), logits.end()), batched[half - 1])
-        << "max_batch " << max_batch;
-    for (size_t i = half; i < kPrompt.size(); ++i) {
-      logits = session.feed(std::span(kPrompt).subspan(i, 1));
-      EXPECT_EQ(std::vector<float>(logits.begin(), logits.end()), batched[i]) << "position " << i;
+  auto model = Model::load(dir, exact_load());
+  for (const KvCacheType kv_type : {KvCacheType::f32, KvCacheType::f16, KvCacheType::q8}) {
+    const auto batched = all_logits(dir, kPrompt, "auto", 2, kv_type);
+    for (int max_batch : {1, 3, 5, 128}) {
+      SCOPED_TRACE(std::string(kv_cache_type_name(kv_type)) + " max_batch " +
+                   std::to_string(max_batch));
+      SessionOptions options;
+      options.max_batch = max_batch;
+      options.kv_cache = kv_type;
+      Session session(model, options);
+      // First half as one prompt, the rest one token at a time.
+      const size_t half = kPrompt.size() / 2;
+      auto logits = session.feed(std::span(kPrompt).first(half));
+      EXPECT_EQ(std::vector<float>(logits.begin(), logits.end()), batched[half - 1]);
+      for (size_t i = half; i < kPrompt.size(); ++i) {
+        logits = session.feed(std::span(kPrompt).subspan(i, 1));
+        EXPECT_EQ(std::vector<float>(logits.begin(), logits.end()), batched[i]) << "position " << i;
+      }
     }
   }
 }

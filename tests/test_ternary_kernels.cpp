@@ -8,6 +8,7 @@
 #include <limits>
 #include <random>
 #include <span>
+#include <tuple>
 #include <vector>
 
 #include "base/cpu_features.h"
@@ -35,15 +36,17 @@ std::vector<float> random_floats(size_t n, std::mt19937& rng, float lo = -3.0f, 
 }
 
 // A packed matrix built from plain ternary values t[rows][cols].
-TernaryMatrix make_matrix(const std::vector<int8_t>& t, int64_t rows, int64_t cols,
-                          std::vector<float> row_scales) {
+TernaryMatrix make_matrix(TernaryFormat format, const std::vector<int8_t>& t, int64_t rows,
+                          int64_t cols, std::vector<float> row_scales) {
   TernaryMatrix w;
   w.rows = rows;
   w.cols = cols;
-  const int64_t rb = packed_row_bytes(cols);
+  w.format = format;
+  const int64_t rb = packed_row_bytes(format, cols);
   w.storage.assign(static_cast<size_t>(rows * rb), 0xFF);
   for (int64_t r = 0; r < rows; ++r) {
-    pack_ternary_row(std::span<const int8_t>(t.data() + r * cols, static_cast<size_t>(cols)),
+    pack_ternary_row(format,
+                     std::span<const int8_t>(t.data() + r * cols, static_cast<size_t>(cols)),
                      std::span<uint8_t>(w.storage.data() + r * rb, static_cast<size_t>(rb)));
   }
   w.packed = w.storage.data();
@@ -86,32 +89,70 @@ std::vector<float> naive_matmul(const std::vector<int8_t>& t, int64_t rows, int6
 // ---------------------------------------------------------------------------------------------
 // Packing
 
-TEST(TernaryPacking, RoundTripAndPaddingCode) {
+class TernaryPackingTest : public ::testing::TestWithParam<TernaryFormat> {};
+
+TEST_P(TernaryPackingTest, RoundTripAndPadding) {
+  const TernaryFormat format = GetParam();
+  const int64_t block = ternary_block(format);
   std::mt19937 rng(1234);
-  for (int64_t cols : {1, 3, 64, 255, 256, 257, 511, 640, 2560, 6912}) {
+  for (int64_t cols : {1, 3, 64, 255, 256, 257, 319, 320, 321, 511, 640, 641, 2560, 6912}) {
     SCOPED_TRACE(cols);
     const auto t = random_ternary(static_cast<size_t>(cols), rng);
-    const int64_t padded = padded_cols(cols);
-    EXPECT_EQ(padded % kTernaryBlock, 0);
+    const int64_t padded = padded_cols(format, cols);
+    EXPECT_EQ(padded % block, 0);
     EXPECT_GE(padded, cols);
-    EXPECT_LT(padded - cols, kTernaryBlock);
-    ASSERT_EQ(packed_row_bytes(cols), padded / 4);
-    std::vector<uint8_t> packed(static_cast<size_t>(packed_row_bytes(cols)), 0xFF);  // garbage
-    pack_ternary_row(t, packed);
+    EXPECT_LT(padded - cols, block);
+    ASSERT_EQ(packed_row_bytes(format, cols), padded / block * 64);
+    EXPECT_GE(activation_stride(cols), padded);
+    std::vector<uint8_t> packed(static_cast<size_t>(packed_row_bytes(format, cols)), 0xFF);
+    pack_ternary_row(format, t, packed);
 
     std::vector<int8_t> back(static_cast<size_t>(cols), 99);
-    unpack_ternary_row(packed, back);
+    unpack_ternary_row(format, packed, back);
     EXPECT_EQ(back, t);
-    for (int64_t k = 0; k < cols; ++k) ASSERT_EQ(ternary_at(packed.data(), k), t[k]) << k;
-    for (int64_t k = cols; k < padded; ++k) {
-      const int64_t b = k / kTernaryBlock, r = k % kTernaryBlock;
-      const int code = (packed[b * 64 + r % 64] >> (2 * (r / 64))) & 3;
-      ASSERT_EQ(code, 1) << "padding weight " << k;
-      ASSERT_EQ(ternary_at(packed.data(), k), 0);
+    for (int64_t k = 0; k < cols; ++k) ASSERT_EQ(ternary_at(format, packed.data(), k), t[k]) << k;
+    for (int64_t k = cols; k < padded; ++k) ASSERT_EQ(ternary_at(format, packed.data(), k), 0) << k;
+    if (format == TernaryFormat::i2) {
+      for (uint8_t byte : packed)  // no code 3 anywhere
+        for (int i = 0; i < 4; ++i) ASSERT_NE((byte >> (2 * i)) & 3, 3);
     }
-    // No code 3 anywhere.
-    for (uint8_t byte : packed)
-      for (int i = 0; i < 4; ++i) ASSERT_NE((byte >> (2 * i)) & 3, 3);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(BothFormats, TernaryPackingTest,
+                         ::testing::Values(TernaryFormat::i2, TernaryFormat::t5),
+                         [](const auto& info) { return std::string(format_name(info.param)); });
+
+TEST(TernaryPacking, T5DigitsOfEveryValue) {
+  // p = ceil(v * 256 / 243) and digit i = (3 * ((p * 3^i) mod 256)) >> 8, digit 0 most significant.
+  for (int v = 0; v < 243; ++v) {
+    const uint8_t p = t5_encode(v);
+    EXPECT_EQ(p, static_cast<uint8_t>(std::ceil(v * 256.0 / 243.0))) << v;
+    int rest = v;
+    for (int i = 4; i >= 0; --i, rest /= 3) {
+      int x = p;
+      for (int n = 0; n < i; ++n) x = (x * 3) % 256;
+      ASSERT_EQ((3 * x) >> 8, rest % 3) << "v " << v << ", digit " << i;
+    }
+  }
+  EXPECT_EQ(kT5ZeroByte, t5_encode(121));
+}
+
+TEST(TernaryPacking, T5DocumentedLayout) {
+  // Byte 64b + j holds weights 320b + 64i + j as digits d_i = t + 1, v = sum d_i * 3^(4 - i).
+  std::vector<int8_t> t(700, 0);
+  t[2] = 1;                 // b 0, i 0, j 2: digit 0 = 2
+  t[64 * 4 + 63] = -1;      // b 0, i 4, j 63: digit 4 = 0
+  t[320 + 64 * 2 + 5] = 1;  // b 1, i 2, j 5: digit 2 = 2
+  std::vector<uint8_t> packed(static_cast<size_t>(packed_row_bytes(TernaryFormat::t5, 700)));
+  ASSERT_EQ(packed.size(), 192u);  // three blocks
+  pack_ternary_row(TernaryFormat::t5, t, packed);
+  for (size_t byte = 0; byte < packed.size(); ++byte) {
+    int v = 121;
+    if (byte == 2) v += 81;
+    if (byte == 63) v -= 1;
+    if (byte == 64 + 5) v += 9;
+    EXPECT_EQ(packed[byte], t5_encode(v)) << byte;
   }
 }
 
@@ -121,9 +162,9 @@ TEST(TernaryPacking, DocumentedBitLayout) {
   t[130] = 1;               // b 0, i 2, j 2
   t[63] = -1;               // b 0, i 0, j 63
   t[256 + 64 * 3 + 5] = 1;  // b 1, i 3, j 5
-  std::vector<uint8_t> packed(static_cast<size_t>(packed_row_bytes(600)));
+  std::vector<uint8_t> packed(static_cast<size_t>(packed_row_bytes(TernaryFormat::i2, 600)));
   ASSERT_EQ(packed.size(), 192u);
-  pack_ternary_row(t, packed);
+  pack_ternary_row(TernaryFormat::i2, t, packed);
   for (size_t byte = 0; byte < packed.size(); ++byte) {
     uint8_t want = 0x55;
     if (byte == 2) want = static_cast<uint8_t>((0x55 & ~(3 << 4)) | (2 << 4));
@@ -171,7 +212,7 @@ void expect_matches_reference(const std::vector<float>& x, int64_t n_tokens, int
   QuantizedActs acts;
   quantize_activations(x.data(), x_stride, n_tokens, cols, acts);
   ASSERT_EQ(acts.cols, cols);
-  ASSERT_EQ(acts.stride, padded_cols(cols));
+  ASSERT_EQ(acts.stride, activation_stride(cols));
   ASSERT_GE(acts.q.size(), static_cast<size_t>(n_tokens * acts.stride));
   for (int64_t n = 0; n < n_tokens; ++n) {
     SCOPED_TRACE(n);
@@ -286,47 +327,63 @@ TEST(QuantizeActivations, ReuseWithDifferentShapes) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Matmul kernels
+// Matmul kernels: every format x every implementation available on this CPU
 
-class TernaryKernel : public ::testing::TestWithParam<CpuIsa> {
+using KernelCase = std::tuple<TernaryFormat, TernaryKernel>;
+
+class TernaryKernelTest : public ::testing::TestWithParam<KernelCase> {
  protected:
   void SetUp() override {
-    const CpuFeatures& f = CpuFeatures::host();
-    if (GetParam() == CpuIsa::avx2 && !f.avx2) GTEST_SKIP() << "no AVX2 on this CPU";
-    if (GetParam() == CpuIsa::avx512_vnni && !f.avx512_vnni) GTEST_SKIP() << "no AVX-512 VNNI";
-    kernel_ = ternary_matmul_kernel(GetParam());
+    if (!kernel_available(kernel())) GTEST_SKIP() << kernel_name(kernel()) << " not on this CPU";
+    kernel_fn_ = ternary_matmul_kernel(kernel());
+  }
+  TernaryFormat format() const { return std::get<0>(GetParam()); }
+  TernaryKernel kernel() const { return std::get<1>(GetParam()); }
+
+  TernaryMatrix matrix(const std::vector<int8_t>& t, int64_t rows, int64_t cols,
+                       std::vector<float> scales) const {
+    return make_matrix(format(), t, rows, cols, std::move(scales));
   }
 
   // Runs the kernel on rows [row_begin, row_end) into a NaN-poisoned buffer.
   std::vector<float> run(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens,
                          int64_t y_stride, int64_t row_begin, int64_t row_end) const {
     std::vector<float> y(static_cast<size_t>(n_tokens * y_stride), kNaN);
-    kernel_(w, acts, n_tokens, y.data(), y_stride, row_begin, row_end);
+    kernel_fn_(w, acts, n_tokens, y.data(), y_stride, row_begin, row_end);
     return y;
   }
 
-  TernaryMatmulFn kernel_ = nullptr;
+  // Checks against the naive int8 reference and the scalar kernel, and that exactly the rows
+  // [0, rows) of every token were written.
+  void expect_exact(const std::vector<int8_t>& t, const TernaryMatrix& w, const QuantizedActs& acts,
+                    int64_t n_tokens, int64_t y_stride) const {
+    const auto want = naive_matmul(t, w.rows, w.cols, w.row_scales, acts, n_tokens, y_stride);
+    std::vector<float> scalar(static_cast<size_t>(n_tokens * y_stride), kNaN);
+    ternary_matmul_scalar(w, acts, n_tokens, scalar.data(), y_stride, 0, w.rows);
+    ASSERT_TRUE(same_floats(scalar, want));
+    const auto got = run(w, acts, n_tokens, y_stride, 0, w.rows);
+    ASSERT_TRUE(same_floats(got, want));
+    for (int64_t n = 0; n < n_tokens; ++n)
+      for (int64_t r = 0; r < y_stride; ++r)
+        ASSERT_EQ(std::isnan(got[n * y_stride + r]), r >= w.rows) << n << "," << r;
+  }
+
+  TernaryMatmulFn kernel_fn_ = nullptr;
 };
 
-TEST_P(TernaryKernel, MatchesNaiveReference) {
+TEST_P(TernaryKernelTest, MatchesReferencesOnRandomInputs) {
   std::mt19937 rng(2024);
-  for (int64_t rows : {1, 5, 16, 17, 64}) {
-    for (int64_t cols : {1, 31, 256, 257, 1000, 2560}) {
+  for (int64_t rows : {1, 3, 5, 17, 64}) {
+    for (int64_t cols : {1, 31, 255, 257, 319, 321, 641, 2560, 6912}) {
       const auto t = random_ternary(static_cast<size_t>(rows * cols), rng);
       auto scales = random_floats(static_cast<size_t>(rows), rng, 0.1f, 4.0f);
-      const TernaryMatrix w = make_matrix(t, rows, cols, scales);
-      for (int64_t n_tokens : {1, 2, 3, 4, 5, 9}) {
+      const TernaryMatrix w = matrix(t, rows, cols, scales);
+      for (int64_t n_tokens : {1, 2, 3, 4, 5, 6, 7, 8, 9, 33}) {
         SCOPED_TRACE(::testing::Message() << rows << "x" << cols << ", " << n_tokens << " tokens");
         const auto x = random_floats(static_cast<size_t>(n_tokens * cols), rng);
         QuantizedActs acts;
         quantize_activations(x.data(), cols, n_tokens, cols, acts);
-        const int64_t y_stride = rows + 3;  // gaps between tokens must stay untouched
-        const auto want = naive_matmul(t, rows, cols, scales, acts, n_tokens, y_stride);
-        const auto got = run(w, acts, n_tokens, y_stride, 0, rows);
-        ASSERT_TRUE(same_floats(got, want));
-        for (int64_t n = 0; n < n_tokens; ++n)
-          for (int64_t r = 0; r < y_stride; ++r)
-            ASSERT_EQ(std::isnan(got[n * y_stride + r]), r >= rows) << n << "," << r;
+        expect_exact(t, w, acts, n_tokens, rows + 3);  // gaps between tokens stay untouched
       }
     }
   }
@@ -348,109 +405,191 @@ QuantizedActs constant_acts(int64_t n_tokens, int64_t cols, auto q_of) {
   return acts;
 }
 
-TEST_P(TernaryKernel, ExtremeValuesDoNotSaturate) {
-  const int64_t rows = 17, cols = 6912, n_tokens = 5;
+TEST_P(TernaryKernelTest, ExtremeValuesDoNotSaturate) {
+  const int64_t rows = 17, cols = 6912;
   const std::vector<float> scales(rows, 1.0f);
   for (int weight : {1, -1}) {
+    const std::vector<int8_t> t(static_cast<size_t>(rows * cols), static_cast<int8_t>(weight));
+    const TernaryMatrix w = matrix(t, rows, cols, scales);
     for (int qv : {127, -128}) {
-      SCOPED_TRACE(::testing::Message() << "t = " << weight << ", q = " << qv);
-      const std::vector<int8_t> t(static_cast<size_t>(rows * cols), static_cast<int8_t>(weight));
-      const TernaryMatrix w = make_matrix(t, rows, cols, scales);
-      const QuantizedActs acts =
-          constant_acts(n_tokens, cols, [&](int64_t, int64_t) { return qv; });
-      const auto got = run(w, acts, n_tokens, rows, 0, rows);
-      for (int64_t n = 0; n < n_tokens; ++n) {
-        const float want = static_cast<float>(int64_t{weight} * qv * cols) / acts.scale[n];
-        for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(got[n * rows + r], want) << n << "," << r;
+      for (int64_t n_tokens : {1, 3, 5, 13}) {
+        SCOPED_TRACE(::testing::Message()
+                     << "t = " << weight << ", q = " << qv << ", " << n_tokens << " tokens");
+        const QuantizedActs acts =
+            constant_acts(n_tokens, cols, [&](int64_t, int64_t) { return qv; });
+        const auto got = run(w, acts, n_tokens, rows, 0, rows);
+        for (int64_t n = 0; n < n_tokens; ++n) {
+          const float want = static_cast<float>(int64_t{weight} * qv * cols) / acts.scale[n];
+          for (int64_t r = 0; r < rows; ++r) ASSERT_EQ(got[n * rows + r], want) << n << "," << r;
+        }
+        expect_exact(t, w, acts, n_tokens, rows);
       }
-      ASSERT_TRUE(same_floats(got, naive_matmul(t, rows, cols, scales, acts, n_tokens, rows)));
     }
   }
 }
 
-TEST_P(TernaryKernel, ZerosAndAlternatingSigns) {
-  const int64_t rows = 20, cols = 2560, n_tokens = 6;
+// Long rows push the accumulated sums far beyond what the model shapes reach (the t5 GEMV's
+// carry identity needs a fallback past 32767 columns).
+TEST_P(TernaryKernelTest, LongRowsStayExact) {
+  const int64_t rows = 5;
+  std::mt19937 rng(9);
+  for (int64_t cols : {32767, 32768, 40000}) {
+    for (int weight : {1, -1}) {
+      const std::vector<int8_t> t(static_cast<size_t>(rows * cols), static_cast<int8_t>(weight));
+      const TernaryMatrix w = matrix(t, rows, cols, std::vector<float>(rows, 1.0f));
+      for (int64_t n_tokens : {1, 2, 5}) {
+        SCOPED_TRACE(::testing::Message()
+                     << cols << " cols, t = " << weight << ", " << n_tokens << " tokens");
+        const QuantizedActs acts =
+            constant_acts(n_tokens, cols, [](int64_t n, int64_t) { return n % 2 ? 127 : -128; });
+        expect_exact(t, w, acts, n_tokens, rows);
+      }
+    }
+    const auto t = random_ternary(static_cast<size_t>(rows * cols), rng);
+    const TernaryMatrix w = matrix(t, rows, cols, random_floats(rows, rng, 0.5f, 2.0f));
+    const QuantizedActs acts = constant_acts(1, cols, [&](int64_t, int64_t k) {
+      return static_cast<int>((k * 2654435761u) % 256) - 128;
+    });
+    expect_exact(t, w, acts, 1, rows);
+  }
+}
+
+TEST_P(TernaryKernelTest, ZerosAndAlternatingSigns) {
+  const int64_t rows = 20, cols = 2560;
   std::mt19937 rng(5);
   const auto scales = random_floats(rows, rng, 0.5f, 2.0f);
   // All-zero weights against nonzero activations, and nonzero weights against zero activations.
   const std::vector<int8_t> zeros(static_cast<size_t>(rows * cols), 0);
   const auto random_t = random_ternary(static_cast<size_t>(rows * cols), rng);
-  const QuantizedActs max_acts =
-      constant_acts(n_tokens, cols, [](int64_t, int64_t) { return -128; });
-  const QuantizedActs zero_acts = constant_acts(n_tokens, cols, [](int64_t, int64_t) { return 0; });
-  for (const auto& [t, acts] : {std::pair{&zeros, &max_acts}, std::pair{&random_t, &zero_acts}}) {
-    const auto got = run(make_matrix(*t, rows, cols, scales), *acts, n_tokens, rows, 0, rows);
-    for (float v : got) ASSERT_EQ(v, 0.0f);
+  for (int64_t n_tokens : {1, 6}) {
+    const QuantizedActs max_acts =
+        constant_acts(n_tokens, cols, [](int64_t, int64_t) { return -128; });
+    const QuantizedActs zero_acts =
+        constant_acts(n_tokens, cols, [](int64_t, int64_t) { return 0; });
+    for (const auto& [t, acts] : {std::pair{&zeros, &max_acts}, std::pair{&random_t, &zero_acts}}) {
+      const auto got = run(matrix(*t, rows, cols, scales), *acts, n_tokens, rows, 0, rows);
+      for (float v : got) ASSERT_EQ(v, 0.0f);
+    }
+    // Alternating signs in weights and activations.
+    std::vector<int8_t> alt(static_cast<size_t>(rows * cols));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < cols; ++k)
+        alt[r * cols + k] = static_cast<int8_t>(((k + r) % 2) ? 1 : -1);
+    const QuantizedActs alt_acts = constant_acts(
+        n_tokens, cols, [](int64_t n, int64_t k) { return ((k + n) % 2) ? 127 : -128; });
+    expect_exact(alt, matrix(alt, rows, cols, scales), alt_acts, n_tokens, rows);
   }
-  // Alternating signs in weights and activations: every product is +127*..., or cancels.
-  std::vector<int8_t> alt(static_cast<size_t>(rows * cols));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t k = 0; k < cols; ++k)
-      alt[r * cols + k] = static_cast<int8_t>(((k + r) % 2) ? 1 : -1);
-  const QuantizedActs alt_acts = constant_acts(
-      n_tokens, cols, [](int64_t n, int64_t k) { return ((k + n) % 2) ? 127 : -128; });
-  const auto got = run(make_matrix(alt, rows, cols, scales), alt_acts, n_tokens, rows, 0, rows);
-  ASSERT_TRUE(same_floats(got, naive_matmul(alt, rows, cols, scales, alt_acts, n_tokens, rows)));
 }
 
-TEST_P(TernaryKernel, RowSubRangeLeavesOtherRowsUntouched) {
-  const int64_t rows = 40, cols = 700, n_tokens = 5;
+TEST_P(TernaryKernelTest, RowSubRangeLeavesOtherRowsUntouched) {
+  const int64_t rows = 70, cols = 700;
   std::mt19937 rng(11);
   const auto t = random_ternary(static_cast<size_t>(rows * cols), rng);
   const auto scales = random_floats(rows, rng, 0.5f, 2.0f);
-  const TernaryMatrix w = make_matrix(t, rows, cols, scales);
-  const auto x = random_floats(static_cast<size_t>(n_tokens * cols), rng);
-  QuantizedActs acts;
-  quantize_activations(x.data(), cols, n_tokens, cols, acts);
-  const auto full = naive_matmul(t, rows, cols, scales, acts, n_tokens, rows);
-  for (auto [begin, end] :
-       {std::pair<int64_t, int64_t>{5, 23}, {0, 1}, {39, 40}, {7, 7}, {16, 32}}) {
-    SCOPED_TRACE(::testing::Message() << "[" << begin << ", " << end << ")");
-    const auto got = run(w, acts, n_tokens, rows, begin, end);
-    for (int64_t n = 0; n < n_tokens; ++n) {
-      for (int64_t r = 0; r < rows; ++r) {
-        const float v = got[n * rows + r];
-        if (r >= begin && r < end) {
-          ASSERT_EQ(v, full[n * rows + r]) << n << "," << r;
-        } else {
-          ASSERT_TRUE(std::isnan(v)) << n << "," << r;
+  const TernaryMatrix w = matrix(t, rows, cols, scales);
+  for (int64_t n_tokens : {1, 2, 5, 33}) {
+    const auto x = random_floats(static_cast<size_t>(n_tokens * cols), rng);
+    QuantizedActs acts;
+    quantize_activations(x.data(), cols, n_tokens, cols, acts);
+    const auto full = naive_matmul(t, rows, cols, scales, acts, n_tokens, rows);
+    for (auto [begin, end] : {std::pair<int64_t, int64_t>{5, 23},
+                              {0, 1},
+                              {69, 70},
+                              {7, 7},
+                              {16, 32},
+                              {3, 60},
+                              {32, 70}}) {
+      SCOPED_TRACE(::testing::Message()
+                   << "[" << begin << ", " << end << "), " << n_tokens << " tokens");
+      const auto got = run(w, acts, n_tokens, rows, begin, end);
+      for (int64_t n = 0; n < n_tokens; ++n) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const float v = got[n * rows + r];
+          if (r >= begin && r < end) {
+            ASSERT_EQ(v, full[n * rows + r]) << n << "," << r;
+          } else {
+            ASSERT_TRUE(std::isnan(v)) << n << "," << r;
+          }
         }
       }
     }
   }
 }
 
-TEST_P(TernaryKernel, ThreadPoolMatchesSingleCall) {
+TEST_P(TernaryKernelTest, ThreadSplitsMatchSingleCall) {
   std::mt19937 rng(77);
   for (int64_t rows : {1, 16, 64, 100}) {
-    const int64_t cols = 513, n_tokens = 3;
+    const int64_t cols = 513;
     const auto t = random_ternary(static_cast<size_t>(rows * cols), rng);
     const auto scales = random_floats(static_cast<size_t>(rows), rng, 0.5f, 2.0f);
-    const TernaryMatrix w = make_matrix(t, rows, cols, scales);
-    const auto x = random_floats(static_cast<size_t>(n_tokens * cols), rng);
-    QuantizedActs acts;
-    quantize_activations(x.data(), cols, n_tokens, cols, acts);
-    const auto single = run(w, acts, n_tokens, rows, 0, rows);
-    ASSERT_TRUE(same_floats(single, naive_matmul(t, rows, cols, scales, acts, n_tokens, rows)));
-    for (int threads : {1, 2, 3}) {
-      SCOPED_TRACE(::testing::Message() << rows << " rows, " << threads << " threads");
-      ThreadPool pool(threads);
-      std::vector<float> y(static_cast<size_t>(n_tokens * rows), kNaN);
-      ternary_matmul(pool, GetParam(), w, acts, n_tokens, y.data(), rows);
-      ASSERT_TRUE(same_floats(y, single));
-      for (float v : y) ASSERT_FALSE(std::isnan(v));
+    const TernaryMatrix w = matrix(t, rows, cols, scales);
+    for (int64_t n_tokens : {1, 3, 9}) {
+      const auto x = random_floats(static_cast<size_t>(n_tokens * cols), rng);
+      QuantizedActs acts;
+      quantize_activations(x.data(), cols, n_tokens, cols, acts);
+      const auto single = run(w, acts, n_tokens, rows, 0, rows);
+      ASSERT_TRUE(same_floats(single, naive_matmul(t, rows, cols, scales, acts, n_tokens, rows)));
+      for (int threads : {1, 2, 3}) {
+        SCOPED_TRACE(::testing::Message()
+                     << rows << " rows, " << n_tokens << " tokens, " << threads << " threads");
+        ThreadPool pool(threads);
+        std::vector<float> y(static_cast<size_t>(n_tokens * rows), kNaN);
+        // The same contiguous split ternary_matmul uses, with this kernel.
+        pool.parallel_for(rows, 16, [&](int64_t begin, int64_t end) {
+          kernel_fn_(w, acts, n_tokens, y.data(), rows, begin, end);
+        });
+        ASSERT_TRUE(same_floats(y, single));
+      }
     }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(AllIsas, TernaryKernel,
-                         ::testing::Values(CpuIsa::scalar, CpuIsa::avx2, CpuIsa::avx512_vnni),
-                         [](const auto& info) { return std::string(isa_name(info.param)); });
+INSTANTIATE_TEST_SUITE_P(AllKernels, TernaryKernelTest,
+                         ::testing::Combine(::testing::Values(TernaryFormat::i2, TernaryFormat::t5),
+                                            ::testing::ValuesIn(kAllTernaryKernels)),
+                         [](const auto& info) {
+                           return std::string(format_name(std::get<0>(info.param))) + "_" +
+                                  kernel_name(std::get<1>(info.param));
+                         });
 
-TEST(TernaryKernelSelection, ScalarIsTheScalarKernel) {
+// The public entry, with the pool, for every CpuIsa this CPU has.
+TEST(TernaryMatmul, ThreadPoolsGiveIdenticalResults) {
+  std::mt19937 rng(78);
+  const int64_t rows = 200, cols = 2560;
+  const auto t = random_ternary(static_cast<size_t>(rows * cols), rng);
+  const auto scales = random_floats(static_cast<size_t>(rows), rng, 0.5f, 2.0f);
+  for (TernaryFormat format : {TernaryFormat::i2, TernaryFormat::t5}) {
+    const TernaryMatrix w = make_matrix(format, t, rows, cols, scales);
+    for (int64_t n_tokens : {1, 2, 4, 33}) {
+      const auto x = random_floats(static_cast<size_t>(n_tokens * cols), rng);
+      QuantizedActs acts;
+      quantize_activations(x.data(), cols, n_tokens, cols, acts);
+      const auto want = naive_matmul(t, rows, cols, scales, acts, n_tokens, rows);
+      for (CpuIsa isa : {CpuIsa::scalar, CpuIsa::avx2, CpuIsa::avx512_vnni}) {
+        if (isa == CpuIsa::avx2 && !CpuFeatures::host().avx2) continue;
+        if (isa == CpuIsa::avx512_vnni && !CpuFeatures::host().avx512_vnni) continue;
+        for (int threads : {1, 2, 3}) {
+          SCOPED_TRACE(::testing::Message() << format_name(format) << ", " << isa_name(isa) << ", "
+                                            << n_tokens << " tokens, " << threads << " threads");
+          ThreadPool pool(threads);
+          std::vector<float> y(static_cast<size_t>(n_tokens * rows), kNaN);
+          ternary_matmul(pool, isa, w, acts, n_tokens, y.data(), rows);
+          ASSERT_TRUE(same_floats(y, want));
+          for (float v : y) ASSERT_FALSE(std::isnan(v));
+        }
+      }
+    }
+  }
+}
+
+TEST(TernaryKernelSelection, BestKernelPerIsa) {
   EXPECT_EQ(ternary_matmul_kernel(CpuIsa::scalar), &ternary_matmul_scalar);
+  EXPECT_EQ(ternary_matmul_kernel(TernaryKernel::scalar), &ternary_matmul_scalar);
   EXPECT_EQ(parse_isa("avx512"), CpuIsa::avx512_vnni);
-  EXPECT_EQ(std::string(isa_name(CpuFeatures::host().best_isa())).empty(), false);
+  const CpuFeatures& f = CpuFeatures::host();
+  EXPECT_EQ(best_kernel(CpuIsa::avx2) == TernaryKernel::avx_vnni, f.avx_vnni);
+  EXPECT_EQ(best_kernel(CpuIsa::avx512_vnni), TernaryKernel::avx512);
+  EXPECT_EQ(kernel_available(TernaryKernel::scalar), true);
 }
 
 }  // namespace

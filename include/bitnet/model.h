@@ -2,6 +2,7 @@
 // A loaded BitNet model: config plus weights packed for the kernels. Immutable once loaded,
 // so one model can serve many sessions.
 
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -30,7 +31,9 @@ struct LoadOptions {
   std::function<void(const std::string& stage, double fraction)> progress;
   int n_threads = 0;  // threads used for packing; 0 = physical cores
   TernaryFormat ternary = TernaryFormat::i2;
-  LmHeadFormat lm_head = LmHeadFormat::bf16;
+  // int8 by default: it halves the largest matrix read per token, and its logits stay within
+  // 0.4% of the logit scale of bf16's (README, "lm_head"); bf16 is the exact path.
+  LmHeadFormat lm_head = LmHeadFormat::int8;
 };
 
 const char* format_name(TernaryFormat format);
@@ -50,6 +53,18 @@ class Model {
   const ModelConfig& config() const { return config_; }
   // Non-fatal problems found while loading (all-zero or non-finite tensors).
   const std::vector<std::string>& warnings() const { return warnings_; }
+
+  // Bytes of each part as stored for the kernels; the decode step reads all of `ternary` and
+  // `lm_head` once per token (plus one embedding row and the KV cache).
+  struct Sizes {
+    uint64_t ternary = 0;               // packed ternary matrices with their scales
+    uint64_t embedding = 0;             // token embedding table
+    uint64_t lm_head = 0;               // what the output projection reads
+    bool lm_head_is_embedding = false;  // tied and read in place: no bytes of its own
+    uint64_t norms = 0;
+    int64_t n_params = 0;  // as in the checkpoint (a tied head counted once)
+  };
+  Sizes sizes() const;
 
   struct Weights;  // src/model/weights.h
   const Weights& weights() const { return *weights_; }

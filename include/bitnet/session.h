@@ -25,7 +25,7 @@ struct SessionOptions {
   int n_threads = 0;             // 0 = physical cores
   int max_batch = 128;           // prompt tokens per forward pass; longer prompts run in chunks
   std::string kernels = "auto";  // auto, scalar, avx2, avx512
-  KvCacheType kv_cache = KvCacheType::f32;
+  KvCacheType kv_cache = KvCacheType::f16;  // halves f32's bytes; f32 is the exact path
 };
 
 class Session {
@@ -45,6 +45,8 @@ class Session {
   // Forgets everything after the first n tokens (their cache entries are overwritten later).
   void rewind(int n);
   int context_length() const;
+  // KV-cache bytes one position occupies over all layers (attention reads this per position).
+  uint64_t kv_bytes_per_position() const;
   int n_threads() const;
   const std::string& kernels() const { return kernels_; }
   const Model& model() const { return *model_; }

@@ -14,7 +14,8 @@ namespace bitnet {
 class Tokenizer {
  public:
   // Reads DIR/tokenizer.json and, when present, DIR/tokenizer_config.json (bos/eos tokens,
-  // add_bos_token, chat_template). Throws bitnet::Error naming the file and field at fault.
+  // add_bos_token, chat_template); or the same files stored in a converted .bitnet model file.
+  // Throws bitnet::Error naming the file and field at fault.
   static Tokenizer load(const std::filesystem::path& model_dir);
   static Tokenizer from_json(std::string_view tokenizer_json,
                              std::string_view tokenizer_config_json,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu/attention.h"
 #include "kernels/cpu/ops.h"
 #include "model/weights.h"
 
@@ -37,40 +38,31 @@ CpuForward::CpuForward(std::shared_ptr<const Model> model, ThreadPool& pool, Cpu
   attn_out_.resize(b * c_.q_dim());
   gate_up_.resize(b * 2 * c_.ffn_dim);
   proj_.resize(b * c_.hidden_dim);
-  scores_.resize(static_cast<size_t>(pool_.size()) * context_length);
+  scores_.resize(static_cast<size_t>(pool_.size()) *
+                 attention_scratch_floats(c_.n_heads / c_.n_kv_heads, context_length));
   acts_hidden_.resize(max_batch, c_.hidden_dim);
   acts_ffn_.resize(max_batch, c_.ffn_dim);
 }
 
+// Work items are (token, kv head): the query heads sharing a KV head run together, so each K and
+// V byte is read once per group rather than once per query head.
 void CpuForward::attention(const KvCache& kv, int layer, std::span<const BatchToken> batch) {
   const int group = c_.n_heads / c_.n_kv_heads, hd = c_.head_dim;
   const int qkv_dim = c_.q_dim() + 2 * c_.kv_dim();
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const int64_t items = static_cast<int64_t>(batch.size()) * c_.n_heads;
+  const AttentionKernel kernel = attention_kernel(isa_, hd);
+  const int64_t items = static_cast<int64_t>(batch.size()) * c_.n_kv_heads;
+  const size_t scratch_floats = scores_.size() / static_cast<size_t>(pool_.size());
   pool_.run([&](int thread, int n_threads) {
-    float* scores = scores_.data() + static_cast<size_t>(thread) * kv.context_length();
+    float* scratch = scores_.data() + static_cast<size_t>(thread) * scratch_floats;
     for (int64_t item = items * thread / n_threads; item < items * (thread + 1) / n_threads;
          ++item) {
-      const int64_t t = item / c_.n_heads;
-      const int h = static_cast<int>(item % c_.n_heads), kvh = h / group;
+      const int64_t t = item / c_.n_kv_heads;
+      const int kvh = static_cast<int>(item % c_.n_kv_heads);
       const BatchToken& bt = batch[t];
-      const float* q = qkv_.data() + t * qkv_dim + static_cast<int64_t>(h) * hd;
-      const int n_pos = bt.pos + 1;  // causal: positions 0..pos of this sequence
-      const float* keys = kv.key(bt.slot, layer, kvh, 0);
-      for (int p = 0; p < n_pos; ++p) {
-        const float* k = keys + static_cast<int64_t>(p) * hd;
-        float dot = 0.0f;
-        for (int i = 0; i < hd; ++i) dot += q[i] * k[i];
-        scores[p] = dot * scale;
-      }
-      softmax(scores, n_pos);
-      float* out = attn_out_.data() + t * c_.q_dim() + static_cast<int64_t>(h) * hd;
-      std::fill(out, out + hd, 0.0f);
-      const float* values = kv.value(bt.slot, layer, kvh, 0);
-      for (int p = 0; p < n_pos; ++p) {
-        const float* v = values + static_cast<int64_t>(p) * hd;
-        for (int i = 0; i < hd; ++i) out[i] += scores[p] * v[i];
-      }
+      const int64_t first_q = static_cast<int64_t>(kvh) * group * hd;
+      // causal: positions 0..pos of this sequence
+      kernel(kv.head(bt.slot, layer, kvh), bt.pos + 1, qkv_.data() + t * qkv_dim + first_q, group,
+             attn_out_.data() + t * c_.q_dim() + first_q, scratch);
     }
   });
 }
@@ -105,10 +97,7 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch,
       const float* sin = rope_sin_.data() + static_cast<size_t>(bt.pos) * half;
       rope(q, c_.n_heads, c_.head_dim, cos, sin);
       rope(k, c_.n_kv_heads, c_.head_dim, cos, sin);
-      for (int h = 0; h < c_.n_kv_heads; ++h) {
-        std::copy_n(k + h * c_.head_dim, c_.head_dim, kv.key(bt.slot, l, h, bt.pos));
-        std::copy_n(v + h * c_.head_dim, c_.head_dim, kv.value(bt.slot, l, h, bt.pos));
-      }
+      kv.write(bt.slot, l, bt.pos, k, v);
     }
     attention(kv, l, batch);
     for (int64_t t = 0; t < n; ++t)
@@ -137,15 +126,19 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch,
     if (observer) observer(l, x_.data(), n);
   }
 
-  // Final norm and the floating-point lm_head, only for the rows whose logits are wanted.
-  const DenseMatrix& head = w.lm_head();
+  // Final norm and the lm_head, only for the rows whose logits are wanted.
   for (size_t i = 0; i < logit_rows.size(); ++i) {
     float* normed = xb_.data();
     rmsnorm(x_.data() + static_cast<int64_t>(logit_rows[i]) * hidden, w.final_norm.data(), normed,
             hidden, eps);
     float* out = logits + i * static_cast<size_t>(c_.vocab_size);
-    pool_.parallel_for(head.rows, 64,
-                       [&](int64_t begin, int64_t end) { head.matvec(normed, out, begin, end); });
+    pool_.parallel_for(c_.vocab_size, 64, [&](int64_t begin, int64_t end) {
+      if (w.output_head.rows > 0) {
+        w.output_head.matvec(isa_, normed, out, begin, end);
+      } else {
+        w.lm_head().matvec(normed, out, begin, end);
+      }
+    });
   }
 }
 

@@ -56,7 +56,7 @@ class CpuForward {
   std::vector<float> attn_out_;  // [batch][q_dim]
   std::vector<float> gate_up_;   // [batch][2 ffn]
   std::vector<float> proj_;      // [batch][hidden] o_proj / down_proj output
-  std::vector<float> scores_;    // [threads][context_length]
+  std::vector<float> scores_;    // [threads][attention_scratch_floats(group, context_length)]
   QuantizedActs acts_hidden_, acts_ffn_;
 };
 

@@ -1,22 +1,132 @@
 #include "model/kv_cache.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "base/float16.h"
 #include "bitnet/error.h"
 
 namespace bitnet {
 
-KvCache::KvCache(const ModelConfig& config, int n_slots, int context_length)
-    : n_slots_(n_slots),
+KvCache::KvCache(const ModelConfig& config, int n_slots, int context_length, KvCacheType type)
+    : type_(type),
+      n_slots_(n_slots),
       n_layers_(config.n_layers),
       n_kv_heads_(config.n_kv_heads),
       head_dim_(config.head_dim),
       context_length_(context_length),
-      head_stride_(static_cast<size_t>(context_length) * config.head_dim) {
+      padded_positions_((static_cast<int64_t>(context_length) + kKeyBlock - 1) / kKeyBlock *
+                        kKeyBlock),
+      element_bytes_(type == KvCacheType::f32   ? 4
+                     : type == KvCacheType::f16 ? 2
+                                                : 1) {
   if (n_slots < 1) throw Error("KV cache needs at least one sequence slot");
   if (context_length < 1)
     throw Error("context length must be positive, got " + std::to_string(context_length));
-  const size_t n = static_cast<size_t>(n_slots) * n_layers_ * n_kv_heads_ * head_stride_;
-  keys_.assign(n, 0.0f);
-  values_.assign(n, 0.0f);
+  const size_t heads = static_cast<size_t>(n_slots) * n_layers_ * n_kv_heads_;
+  const size_t elements = heads * padded_positions_ * head_dim_;
+  keys_.assign(elements * element_bytes_, 0);
+  values_.assign(elements * element_bytes_, 0);
+  if (type == KvCacheType::q8) {
+    key_scales_.assign(heads * padded_positions_, 0.0f);
+    value_scales_.assign(heads * padded_positions_, 0.0f);
+  }
+}
+
+size_t KvCache::bytes_per_position_and_head() const {
+  return 2 * (static_cast<size_t>(head_dim_) * element_bytes_ +
+              (type_ == KvCacheType::q8 ? sizeof(float) : 0));
+}
+
+size_t KvCache::bytes() const {
+  return static_cast<size_t>(n_slots_) * n_layers_ * n_kv_heads_ * context_length_ *
+         bytes_per_position_and_head();
+}
+
+void KvCache::write(int slot, int layer, int pos, const float* k, const float* v) {
+  const int64_t hd = head_dim_;
+  for (int h = 0; h < n_kv_heads_; ++h) {
+    const size_t head = head_index(slot, layer, h);
+    const int64_t base = static_cast<int64_t>(head) * padded_positions_ * hd;
+    const int64_t key_at = base + (pos / kKeyBlock) * hd * kKeyBlock + pos % kKeyBlock;
+    const int64_t value_at = base + static_cast<int64_t>(pos) * hd;
+    const float* kh = k + h * hd;
+    const float* vh = v + h * hd;
+    switch (type_) {
+      case KvCacheType::f32: {
+        float* keys = reinterpret_cast<float*>(keys_.data());
+        for (int64_t i = 0; i < hd; ++i) keys[key_at + i * kKeyBlock] = kh[i];
+        std::memcpy(reinterpret_cast<float*>(values_.data()) + value_at, vh, hd * sizeof(float));
+        break;
+      }
+      case KvCacheType::f16: {
+        uint16_t* keys = reinterpret_cast<uint16_t*>(keys_.data());
+        uint16_t* values = reinterpret_cast<uint16_t*>(values_.data()) + value_at;
+        for (int64_t i = 0; i < hd; ++i) {
+          keys[key_at + i * kKeyBlock] = f32_to_f16(kh[i]);
+          values[i] = f32_to_f16(vh[i]);
+        }
+        break;
+      }
+      case KvCacheType::q8: {
+        // Symmetric absmax / 127 per (position, head); an all-zero vector gets scale 0.
+        auto quantize = [&](const float* x, int8_t* out, int64_t step, float& scale) {
+          float max_abs = 0.0f;
+          for (int64_t i = 0; i < hd; ++i) max_abs = std::max(max_abs, std::fabs(x[i]));
+          const float inv = max_abs > 0.0f ? 127.0f / max_abs : 0.0f;
+          for (int64_t i = 0; i < hd; ++i)
+            out[i * step] =
+                static_cast<int8_t>(std::clamp(std::nearbyint(x[i] * inv), -127.0f, 127.0f));
+          scale = max_abs / 127.0f;
+        };
+        const size_t scale_at = head * padded_positions_ + pos;
+        quantize(kh, reinterpret_cast<int8_t*>(keys_.data()) + key_at, kKeyBlock,
+                 key_scales_[scale_at]);
+        quantize(vh, reinterpret_cast<int8_t*>(values_.data()) + value_at, 1,
+                 value_scales_[scale_at]);
+        break;
+      }
+    }
+  }
+}
+
+KvHeadView KvCache::head(int slot, int layer, int kv_head) const {
+  const size_t head = head_index(slot, layer, kv_head);
+  const size_t offset = head * padded_positions_ * head_dim_ * element_bytes_;
+  KvHeadView view;
+  view.type = type_;
+  view.head_dim = head_dim_;
+  view.keys = keys_.data() + offset;
+  view.values = values_.data() + offset;
+  if (type_ == KvCacheType::q8) {
+    view.key_scales = key_scales_.data() + head * padded_positions_;
+    view.value_scales = value_scales_.data() + head * padded_positions_;
+  }
+  return view;
+}
+
+void KvCache::read(int slot, int layer, int kv_head, int pos, float* k, float* v) const {
+  const KvHeadView view = head(slot, layer, kv_head);
+  const int64_t hd = head_dim_;
+  const int64_t key_at = (pos / kKeyBlock) * hd * kKeyBlock + pos % kKeyBlock;
+  const int64_t value_at = static_cast<int64_t>(pos) * hd;
+  for (int64_t i = 0; i < hd; ++i) {
+    switch (type_) {
+      case KvCacheType::f32:
+        k[i] = static_cast<const float*>(view.keys)[key_at + i * kKeyBlock];
+        v[i] = static_cast<const float*>(view.values)[value_at + i];
+        break;
+      case KvCacheType::f16:
+        k[i] = f16_to_f32(static_cast<const uint16_t*>(view.keys)[key_at + i * kKeyBlock]);
+        v[i] = f16_to_f32(static_cast<const uint16_t*>(view.values)[value_at + i]);
+        break;
+      case KvCacheType::q8:
+        k[i] = static_cast<const int8_t*>(view.keys)[key_at + i * kKeyBlock] * view.key_scales[pos];
+        v[i] = static_cast<const int8_t*>(view.values)[value_at + i] * view.value_scales[pos];
+        break;
+    }
+  }
 }
 
 }  // namespace bitnet

@@ -5,9 +5,11 @@
 #include <cstring>
 #include <mutex>
 
+#include "base/blob_file.h"
 #include "base/float16.h"
 #include "base/thread_pool.h"
 #include "bitnet/error.h"
+#include "model/converted_model.h"
 #include "model/weights.h"
 
 namespace bitnet {
@@ -83,6 +85,7 @@ class Loader {
                   ": tensor 'lm_head.weight' is missing and config.json has "
                   "tie_word_embeddings: false");
     }
+    w->output_head = output_head(w->lm_head());
     report(1.0);
     return w;
   }
@@ -98,6 +101,24 @@ class Loader {
   }
 
   const TensorView& get(const std::string& name) { return tensors_->get(name); }
+
+  // The lm_head in the requested format, quantized here once (rows split across the pool).
+  LmHead output_head(const DenseMatrix& source) {
+    if (options_.lm_head == LmHeadFormat::bf16) {
+      // An fp16/f32 checkpoint's head was widened to f32: the forward pass uses it as is.
+      if (source.dtype != DType::BF16) return {};
+      return LmHead::view_bf16(static_cast<const uint16_t*>(source.data), source.rows, source.cols);
+    }
+    LmHead head = LmHead::allocate(options_.lm_head, source.rows, source.cols);
+    pool_.parallel_for(source.rows, 256, [&](int64_t r0, int64_t r1) {
+      std::vector<float> row(static_cast<size_t>(source.cols));
+      for (int64_t r = r0; r < r1; ++r) {
+        source.row_to_f32(r, row.data());
+        head.set_row(r, row.data());
+      }
+    });
+    return head;
+  }
 
   [[noreturn]] void bad_tensor(const TensorView& t, const std::string& expected) {
     throw Error(tensors_->source_name() + ": tensor '" + t.name + "': expected " + expected +
@@ -181,9 +202,10 @@ class Loader {
     ternary(p + "mlp.down_proj", lw.down, 0, c.hidden_dim);
   }
 
-  static void allocate(TernaryMatrix& m, int64_t rows, int64_t cols) {
+  void allocate(TernaryMatrix& m, int64_t rows, int64_t cols) const {
     m.rows = rows;
     m.cols = cols;
+    m.format = options_.ternary;
     m.storage.assign(static_cast<size_t>(rows * m.row_bytes()), 0);
     m.packed = m.storage.data();
     m.row_scales.assign(static_cast<size_t>(rows), 0.0f);
@@ -246,8 +268,9 @@ class Loader {
           row[k] = static_cast<int8_t>(
               std::clamp(std::nearbyint(float_at(t, r * in + k) * s), -1.0f, 1.0f));
         }
-        pack_ternary_row(row, {m.storage.data() + (row0 + r) * m.row_bytes(),
-                               static_cast<size_t>(m.row_bytes())});
+        pack_ternary_row(
+            m.format, row,
+            {m.storage.data() + (row0 + r) * m.row_bytes(), static_cast<size_t>(m.row_bytes())});
         m.row_scales[row0 + r] = 1.0f / s;
       }
     });
@@ -271,8 +294,9 @@ class Loader {
           row[k] = static_cast<int8_t>(code - 1);
           nz += code != 1;
         }
-        pack_ternary_row(row, {m.storage.data() + (row0 + r) * m.row_bytes(),
-                               static_cast<size_t>(m.row_bytes())});
+        pack_ternary_row(
+            m.format, row,
+            {m.storage.data() + (row0 + r) * m.row_bytes(), static_cast<size_t>(m.row_bytes())});
         m.row_scales[row0 + r] = scale;
       }
       nonzero += nz;
@@ -300,11 +324,27 @@ Model::~Model() = default;
 std::shared_ptr<const Model> Model::load(const std::filesystem::path& path,
                                          const LoadOptions& options) {
   if (!std::filesystem::exists(path)) throw Error(path.string() + ": no such file or directory");
+  std::shared_ptr<Model> model(new Model());
+  if (std::filesystem::is_regular_file(path) && BlobFile::has_magic(path)) {
+    // A converted file carries its formats; options.ternary / lm_head do not apply.
+    auto file = std::make_shared<const BlobFile>(path);
+    const auto& meta = file->meta();
+    if (!meta.contains("config_json") || !meta["config_json"].is_string()) {
+      throw Error(path.string() + ": header has no config_json");
+    }
+    model->config_ = ModelConfig::from_json(meta["config_json"].get<std::string>(),
+                                            path.string() + ": config_json");
+    ThreadPool pool(options.n_threads > 0 ? options.n_threads : physical_core_count());
+    if (options.progress) options.progress("loading", 0.0);
+    model->weights_ = load_converted_weights(file, model->config_, pool);
+    if (options.progress) options.progress("loading", 1.0);
+    return model;
+  }
   if (!std::filesystem::is_directory(path)) {
     throw Error(path.string() +
-                ": not a model directory (expected config.json and model.safetensors)");
+                ": not a model directory (expected config.json and model.safetensors) nor a "
+                "converted .bitnet file");
   }
-  std::shared_ptr<Model> model(new Model());
   model->config_ = ModelConfig::load(path);
   Loader loader(path, model->config_, options, model->warnings_);
   model->weights_ = loader.load();

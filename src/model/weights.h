@@ -7,6 +7,7 @@
 
 #include "base/safetensors.h"
 #include "bitnet/model.h"
+#include "kernels/cpu/lm_head.h"
 #include "kernels/cpu/ternary_matmul.h"
 
 namespace bitnet {
@@ -41,7 +42,12 @@ struct Model::Weights {
   std::vector<float> final_norm;  // [hidden]
   DenseMatrix lm_head_own;        // used when the model has an untied lm_head.weight
   bool lm_head_tied = true;
+  // What the forward pass multiplies by (LoadOptions::lm_head): a view of the checkpoint's bf16
+  // head, or a quantized copy (the embedding lookup keeps reading the exact rows of `embed`).
+  // Unset (rows == 0) when the checkpoint's head is not bf16: then lm_head() is used as is.
+  LmHead output_head;
 
+  // The checkpoint's head matrix.
   const DenseMatrix& lm_head() const { return lm_head_tied ? embed : lm_head_own; }
 };
 

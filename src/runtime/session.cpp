@@ -18,9 +18,10 @@ struct Session::State {
   std::vector<float> logits;
   std::vector<BatchToken> batch;
 
-  State(std::shared_ptr<const Model> model, int n_threads, CpuIsa isa, int max_batch, int ctx)
+  State(std::shared_ptr<const Model> model, int n_threads, CpuIsa isa, int max_batch, int ctx,
+        KvCacheType kv_type)
       : pool(n_threads),
-        kv(model->config(), 1, ctx),
+        kv(model->config(), 1, ctx, kv_type),
         forward(model, pool, isa, max_batch, ctx),
         logits(static_cast<size_t>(model->config().vocab_size)) {}
 };
@@ -49,7 +50,8 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
   const int threads = options.n_threads > 0 ? options.n_threads : physical_core_count();
   const CpuIsa isa = choose_isa(options.kernels);
   kernels_ = isa_name(isa);
-  state_ = std::make_unique<State>(model_, threads, isa, std::min(options.max_batch, ctx), ctx);
+  state_ = std::make_unique<State>(model_, threads, isa, std::min(options.max_batch, ctx), ctx,
+                                   options.kv_cache);
 }
 
 Session::~Session() = default;
@@ -59,6 +61,11 @@ int Session::context_length() const {
 }
 int Session::n_threads() const {
   return state_->pool.size();
+}
+
+uint64_t Session::kv_bytes_per_position() const {
+  return state_->kv.bytes() / static_cast<uint64_t>(state_->kv.n_slots()) /
+         static_cast<uint64_t>(state_->kv.context_length());
 }
 
 void Session::rewind(int n) {

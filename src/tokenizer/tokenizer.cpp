@@ -3,6 +3,8 @@
 
 #include "bitnet/tokenizer.h"
 
+#include "base/blob_file.h"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -288,6 +290,13 @@ void Tokenizer::Impl::encode_text(std::string_view text, std::vector<int32_t>& i
 }
 
 Tokenizer Tokenizer::load(const std::filesystem::path& model_dir) {
+  if (std::filesystem::is_regular_file(model_dir) && BlobFile::has_magic(model_dir)) {
+    // A converted model file carries its tokenizer files as blobs.
+    const BlobFile file(model_dir);
+    return from_json(file.verified_text("tokenizer.json"),
+                     file.verified_text("tokenizer_config.json"),
+                     model_dir.string() + ": tokenizer.json");
+  }
   const std::filesystem::path tokenizer_path = model_dir / "tokenizer.json";
   const std::filesystem::path config_path = model_dir / "tokenizer_config.json";
   const std::string tokenizer_json = read_file(tokenizer_path);

@@ -9,7 +9,7 @@ namespace bitnet {
 
 void QuantizedActs::resize(int64_t n_tokens, int64_t n_cols) {
   cols = n_cols;
-  stride = padded_cols(n_cols);
+  stride = activation_stride(n_cols);
   q.assign(static_cast<size_t>(n_tokens * stride), 0);
   scale.assign(static_cast<size_t>(n_tokens), 0.0f);
   sum.assign(static_cast<size_t>(n_tokens), 0);
@@ -40,47 +40,92 @@ void quantize_activations(const float* x, int64_t x_stride, int64_t n_tokens, in
 
 void ternary_matmul_scalar(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens,
                            float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
-  const int64_t blocks = acts.stride / kTernaryBlock;
   for (int64_t r = row_begin; r < row_end; ++r) {
     const uint8_t* row = w.row(r);
     for (int64_t n = 0; n < n_tokens; ++n) {
       const int8_t* q = acts.q.data() + n * acts.stride;
       int32_t acc = 0;
-      for (int64_t b = 0; b < blocks; ++b) {
-        const uint8_t* bytes = row + b * kTernaryBlockBytes;
-        const int8_t* qb = q + b * kTernaryBlock;
-        for (int i = 0; i < 4; ++i) {
-          for (int j = 0; j < 64; ++j) acc += (((bytes[j] >> (2 * i)) & 3) - 1) * qb[64 * i + j];
-        }
-      }
+      for (int64_t k = 0; k < w.cols; ++k) acc += ternary_at(w.format, row, k) * q[k];
       y[n * y_stride + r] = static_cast<float>(acc) / acts.scale[n] * w.row_scales[r];
     }
   }
 }
 
-// Defined in ternary_matmul_avx2.cpp / ternary_matmul_avx512.cpp.
+// Defined in ternary_matmul_{avx2,avxvnni,avx512}.cpp.
 void ternary_matmul_avx2(const TernaryMatrix&, const QuantizedActs&, int64_t, float*, int64_t,
                          int64_t, int64_t);
+void ternary_matmul_avx_vnni(const TernaryMatrix&, const QuantizedActs&, int64_t, float*, int64_t,
+                             int64_t, int64_t);
 void ternary_matmul_avx512(const TernaryMatrix&, const QuantizedActs&, int64_t, float*, int64_t,
                            int64_t, int64_t);
 
-TernaryMatmulFn ternary_matmul_kernel(CpuIsa isa) {
+const char* kernel_name(TernaryKernel kernel) {
+  switch (kernel) {
+    case TernaryKernel::scalar:
+      return "scalar";
+    case TernaryKernel::avx2:
+      return "avx2";
+    case TernaryKernel::avx_vnni:
+      return "avx_vnni";
+    case TernaryKernel::avx512:
+      return "avx512";
+  }
+  return "?";
+}
+
+bool kernel_available(TernaryKernel kernel) {
+  const CpuFeatures& f = CpuFeatures::host();
+  switch (kernel) {
+    case TernaryKernel::scalar:
+      return true;
+    case TernaryKernel::avx2:
+      return f.avx2;
+    case TernaryKernel::avx_vnni:
+      return f.avx_vnni;
+    case TernaryKernel::avx512:
+      return f.avx512_vnni;
+  }
+  return false;
+}
+
+TernaryMatmulFn ternary_matmul_kernel(TernaryKernel kernel) {
+  switch (kernel) {
+    case TernaryKernel::scalar:
+      break;
+    case TernaryKernel::avx2:
+      return ternary_matmul_avx2;
+    case TernaryKernel::avx_vnni:
+      return ternary_matmul_avx_vnni;
+    case TernaryKernel::avx512:
+      return ternary_matmul_avx512;
+  }
+  return ternary_matmul_scalar;
+}
+
+TernaryKernel best_kernel(CpuIsa isa) {
   switch (isa) {
     case CpuIsa::avx512_vnni:
-      return ternary_matmul_avx512;
+      return TernaryKernel::avx512;
     case CpuIsa::avx2:
-      return ternary_matmul_avx2;
+      return kernel_available(TernaryKernel::avx_vnni) ? TernaryKernel::avx_vnni
+                                                       : TernaryKernel::avx2;
     case CpuIsa::scalar:
       break;
   }
-  return ternary_matmul_scalar;
+  return TernaryKernel::scalar;
+}
+
+TernaryMatmulFn ternary_matmul_kernel(CpuIsa isa) {
+  return ternary_matmul_kernel(best_kernel(isa));
 }
 
 void ternary_matmul(ThreadPool& pool, CpuIsa isa, const TernaryMatrix& w, const QuantizedActs& acts,
                     int64_t n_tokens, float* y, int64_t y_stride) {
   TernaryMatmulFn kernel = ternary_matmul_kernel(isa);
-  // 16-row grains keep each thread's rows contiguous and its stores on whole cache lines.
-  pool.parallel_for(w.rows, 16, [&](int64_t begin, int64_t end) {
+  // Contiguous row ranges, so each core streams its own rows. 16-row grains keep stores on whole
+  // cache lines; 32-row grains match the GEMM's register tile.
+  const int64_t grain = n_tokens >= kTernaryGemmMinTokens ? 32 : 16;
+  pool.parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
     kernel(w, acts, n_tokens, y, y_stride, begin, end);
   });
 }

@@ -14,11 +14,12 @@ class ThreadPool;
 
 struct TernaryMatrix {
   int64_t rows = 0, cols = 0;
-  const uint8_t* packed = nullptr;  // [rows][packed_row_bytes(cols)], see ternary_packing.h
+  TernaryFormat format = TernaryFormat::i2;
+  const uint8_t* packed = nullptr;  // [rows][packed_row_bytes(format, cols)], ternary_packing.h
   std::vector<uint8_t> storage;     // owns `packed` unless it points into a mapped file
   std::vector<float> row_scales;    // [rows]; fused matrices keep each part's weight scale
 
-  int64_t row_bytes() const { return packed_row_bytes(cols); }
+  int64_t row_bytes() const { return packed_row_bytes(format, cols); }
   const uint8_t* row(int64_t r) const { return packed + r * row_bytes(); }
 };
 
@@ -26,7 +27,7 @@ struct TernaryMatrix {
 //   s = 127 / max(max|x|, 1e-5);  q = clamp(round_half_even(x * s), -128, 127)
 struct QuantizedActs {
   int64_t cols = 0;
-  int64_t stride = 0;        // padded_cols(cols); padding is zero
+  int64_t stride = 0;        // activation_stride(cols): whole blocks of any format; padding is 0
   std::vector<int8_t> q;     // [n][stride]
   std::vector<float> scale;  // [n] s per token
   std::vector<int32_t> sum;  // [n] sum of q per token (the kernels' code offset)
@@ -45,7 +46,26 @@ using TernaryMatmulFn = void (*)(const TernaryMatrix& w, const QuantizedActs& ac
 void ternary_matmul_scalar(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens,
                            float* y, int64_t y_stride, int64_t row_begin, int64_t row_end);
 
+// Every implementation; several may serve one CpuIsa (the best available one is used).
+enum class TernaryKernel {
+  scalar,
+  avx2,      // vpmaddubsw + vpmaddwd
+  avx_vnni,  // AVX2 with VEX vpdpbusd
+  avx512,    // AVX-512 VNNI
+};
+inline constexpr TernaryKernel kAllTernaryKernels[] = {
+    TernaryKernel::scalar, TernaryKernel::avx2, TernaryKernel::avx_vnni, TernaryKernel::avx512};
+
+const char* kernel_name(TernaryKernel kernel);
+bool kernel_available(TernaryKernel kernel);  // on this CPU
+TernaryMatmulFn ternary_matmul_kernel(TernaryKernel kernel);
+// The fastest implementation of isa available on this CPU.
+TernaryKernel best_kernel(CpuIsa isa);
 TernaryMatmulFn ternary_matmul_kernel(CpuIsa isa);
+
+// From this many tokens on, the AVX-512 kernel switches from streaming GEMV to register-tiled
+// GEMM (ternary_matmul_avx512.cpp).
+constexpr int64_t kTernaryGemmMinTokens = 4;
 
 // The whole matrix, rows split across the pool's threads.
 void ternary_matmul(ThreadPool& pool, CpuIsa isa, const TernaryMatrix& w, const QuantizedActs& acts,

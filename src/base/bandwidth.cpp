@@ -1,0 +1,64 @@
+#include "base/bandwidth.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "bitnet/error.h"
+
+namespace bitnet {
+namespace {
+
+// Larger than this machine class's last-level caches (up to a few hundred MB), so passes
+// measure DRAM.
+constexpr size_t kBufferBytes = size_t{1} << 30;
+
+uint64_t sum_words(const uint64_t* p, size_t n) {
+  uint64_t a = 0, b = 0, c = 0, d = 0;  // independent chains so the adds never bound the loop
+  for (size_t i = 0; i + 4 <= n; i += 4) {
+    a += p[i];
+    b += p[i + 1];
+    c += p[i + 2];
+    d += p[i + 3];
+  }
+  return a + b + c + d;
+}
+
+}  // namespace
+
+double measure_read_bandwidth(ThreadPool& pool, double seconds) {
+  void* mem =
+      ::mmap(nullptr, kBufferBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) throw Error("bandwidth probe: cannot allocate 1 GiB");
+  auto* words = static_cast<uint64_t*>(mem);
+  const size_t n_words = kBufferBytes / sizeof(uint64_t);
+  pool.parallel_for(static_cast<int64_t>(n_words), 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) words[i] = static_cast<uint64_t>(i);  // fault pages in
+  });
+  double best = 0;
+  std::vector<uint64_t> sinks(static_cast<size_t>(pool.size()));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  for (int pass = 0; pass < 2 || std::chrono::steady_clock::now() < deadline; ++pass) {
+    const auto start = std::chrono::steady_clock::now();
+    pool.run([&](int t, int nt) {
+      const size_t begin = n_words * t / nt, end = n_words * (t + 1) / nt;
+      sinks[t] += sum_words(words + begin, end - begin);
+    });
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    best = std::max(best, static_cast<double>(kBufferBytes) / elapsed / 1e9);
+    if (pass > 20) break;
+  }
+  // The sums keep the reads from being optimized away.
+  volatile uint64_t sink = 0;
+  for (uint64_t s : sinks) sink = sink + s;
+  ::munmap(mem, kBufferBytes);
+  return best;
+}
+
+}  // namespace bitnet

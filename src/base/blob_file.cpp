@@ -1,0 +1,175 @@
+#include "base/blob_file.h"
+
+#include <xxhash.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+
+#include "base/thread_pool.h"
+#include "bitnet/error.h"
+
+namespace bitnet {
+namespace {
+
+constexpr char kMagic[8] = {'B', 'I', 'T', 'N', 'E', 'T', 'M', 'F'};
+constexpr uint64_t kFixedHeader = 40;
+
+uint64_t align_up(uint64_t x) {
+  return (x + kBlobAlignment - 1) / kBlobAlignment * kBlobAlignment;
+}
+
+template <class T>
+T read_at(std::span<const uint8_t> bytes, uint64_t offset) {
+  T v;
+  std::memcpy(&v, bytes.data() + offset, sizeof(T));
+  return v;
+}
+
+}  // namespace
+
+void BlobFileWriter::add(const std::string& name, std::span<const uint8_t> bytes) {
+  blobs_.emplace_back(name, bytes);
+}
+
+void BlobFileWriter::write(const std::filesystem::path& path, const nlohmann::json& meta,
+                           ThreadPool& pool) const {
+  std::vector<uint64_t> hashes(blobs_.size());
+  pool.parallel_for(static_cast<int64_t>(blobs_.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      hashes[i] = XXH3_64bits(blobs_[i].second.data(), blobs_[i].second.size());
+  });
+  // Offsets depend on the header's length, which depends on the offsets: lay out relative to a
+  // data start, then fix the data start once the header text is known (two passes converge
+  // because the header only grows by the digits of the offsets).
+  nlohmann::json header;
+  uint64_t data_start = 0;
+  for (int pass = 0; pass < 4; ++pass) {
+    header = {{"meta", meta}, {"blobs", nlohmann::json::array()}};
+    uint64_t offset = data_start;
+    for (size_t i = 0; i < blobs_.size(); ++i) {
+      offset = align_up(offset);
+      header["blobs"].push_back({{"name", blobs_[i].first},
+                                 {"offset", offset},
+                                 {"bytes", blobs_[i].second.size()},
+                                 {"xxh3", hashes[i]}});
+      offset += blobs_[i].second.size();
+    }
+    const uint64_t needed = align_up(kFixedHeader + header.dump().size() + 4096);
+    if (needed <= data_start) break;
+    data_start = needed;
+  }
+  std::string text = header.dump();
+  const uint64_t file_size = header["blobs"].empty()
+                                 ? data_start
+                                 : header["blobs"].back()["offset"].get<uint64_t>() +
+                                       header["blobs"].back()["bytes"].get<uint64_t>();
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) throw Error(path.string() + ": cannot create");
+  const uint32_t version = kBlobFileVersion, reserved = 0;
+  const uint64_t header_bytes = text.size(), header_hash = XXH3_64bits(text.data(), text.size());
+  out.write(kMagic, 8);
+  out.write(reinterpret_cast<const char*>(&version), 4);
+  out.write(reinterpret_cast<const char*>(&reserved), 4);
+  out.write(reinterpret_cast<const char*>(&header_bytes), 8);
+  out.write(reinterpret_cast<const char*>(&file_size), 8);
+  out.write(reinterpret_cast<const char*>(&header_hash), 8);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  uint64_t pos = kFixedHeader + text.size();
+  const std::vector<char> zeros(data_start + kBlobAlignment, 0);
+  for (size_t i = 0; i < blobs_.size(); ++i) {
+    const uint64_t offset = header["blobs"][i]["offset"].get<uint64_t>();
+    out.write(zeros.data(), static_cast<std::streamsize>(offset - pos));
+    out.write(reinterpret_cast<const char*>(blobs_[i].second.data()),
+              static_cast<std::streamsize>(blobs_[i].second.size()));
+    pos = offset + blobs_[i].second.size();
+  }
+  out.flush();
+  if (!out) throw Error(path.string() + ": write failed (disk full?)");
+}
+
+bool BlobFile::has_magic(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[8] = {};
+  return in.read(magic, 8) && std::memcmp(magic, kMagic, 8) == 0;
+}
+
+BlobFile::BlobFile(const std::filesystem::path& path) : file_(path) {
+  const std::string where = path.string();
+  const std::span<const uint8_t> bytes = file_.bytes();
+  if (bytes.size() < 8 || std::memcmp(bytes.data(), kMagic, 8) != 0) {
+    throw Error(where + ": not a converted bitnet model file (bad magic)");
+  }
+  if (bytes.size() < kFixedHeader)
+    throw Error(where + ": truncated or appended to (" + std::to_string(bytes.size()) + " bytes)");
+  const uint32_t version = read_at<uint32_t>(bytes, 8);
+  if (version != kBlobFileVersion) {
+    throw Error(where + ": converted with format version " + std::to_string(version) +
+                ", this build reads version " + std::to_string(kBlobFileVersion) +
+                " (convert the model again)");
+  }
+  const uint64_t header_bytes = read_at<uint64_t>(bytes, 16),
+                 file_size = read_at<uint64_t>(bytes, 24);
+  if (file_size != bytes.size()) {
+    throw Error(where + ": file is " + std::to_string(bytes.size()) + " bytes, its header says " +
+                std::to_string(file_size) + " (truncated or appended to)");
+  }
+  if (header_bytes > bytes.size() - kFixedHeader)
+    throw Error(where + ": header length exceeds the file");
+  const char* text = reinterpret_cast<const char*>(bytes.data() + kFixedHeader);
+  if (XXH3_64bits(text, header_bytes) != read_at<uint64_t>(bytes, 32)) {
+    throw Error(where + ": header checksum mismatch (corrupted file)");
+  }
+  try {
+    const nlohmann::json header = nlohmann::json::parse(text, text + header_bytes);
+    meta_ = header.at("meta");
+    for (const auto& b : header.at("blobs")) {
+      const uint64_t offset = b.at("offset").get<uint64_t>(), size = b.at("bytes").get<uint64_t>();
+      const std::string name = b.at("name").get<std::string>();
+      if (offset % kBlobAlignment != 0 || offset > bytes.size() || size > bytes.size() - offset) {
+        throw Error(where + ": blob '" + name + "' lies outside the file");
+      }
+      blobs_[name] = {bytes.subspan(offset, size), b.at("xxh3").get<uint64_t>()};
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(where + ": malformed header: " + e.what());
+  }
+}
+
+void BlobFile::verify(ThreadPool& pool) const {
+  std::vector<const std::pair<const std::string, Entry>*> entries;
+  for (const auto& entry : blobs_) entries.push_back(&entry);
+  std::atomic<int64_t> bad{-1};
+  pool.parallel_for(static_cast<int64_t>(entries.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Entry& e = entries[i]->second;
+      if (XXH3_64bits(e.bytes.data(), e.bytes.size()) != e.xxh3) bad = i;
+    }
+  });
+  if (bad >= 0)
+    throw Error(path().string() + ": checksum mismatch in blob '" + entries[bad]->first +
+                "' (corrupted file)");
+}
+
+std::span<const uint8_t> BlobFile::blob(const std::string& name, uint64_t expected_bytes) const {
+  auto it = blobs_.find(name);
+  if (it == blobs_.end()) throw Error(path().string() + ": blob '" + name + "' is missing");
+  if (it->second.bytes.size() != expected_bytes) {
+    throw Error(path().string() + ": blob '" + name + "' has " +
+                std::to_string(it->second.bytes.size()) + " bytes, expected " +
+                std::to_string(expected_bytes));
+  }
+  return it->second.bytes;
+}
+
+std::string BlobFile::verified_text(const std::string& name) const {
+  auto it = blobs_.find(name);
+  if (it == blobs_.end()) throw Error(path().string() + ": blob '" + name + "' is missing");
+  const Entry& e = it->second;
+  if (XXH3_64bits(e.bytes.data(), e.bytes.size()) != e.xxh3) {
+    throw Error(path().string() + ": checksum mismatch in blob '" + name + "' (corrupted file)");
+  }
+  return std::string(e.bytes.begin(), e.bytes.end());
+}
+
+}  // namespace bitnet

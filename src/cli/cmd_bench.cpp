@@ -1,0 +1,279 @@
+// bitnet bench: prompt-processing and generation speed, llama-bench style, with the bytes each
+// generated token reads and the fraction of the machine's measured read bandwidth.
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "base/bandwidth.h"
+#include "base/thread_pool.h"
+#include "bitnet/error.h"
+#include "bitnet/model_path.h"
+#include "bitnet/session.h"
+#include "cli/commands.h"
+
+namespace bitnet::cli {
+namespace {
+
+struct BenchArgs {
+  std::string model;
+  std::vector<int> n_prompt = {512};
+  std::vector<int> n_gen = {128};
+  std::vector<int> threads;
+  std::vector<int> depth = {0};
+  int repetitions = 5;
+  std::string output = "md";
+  std::string kernels = "auto";
+  std::string kv_cache = "f32";
+  std::string lm_head = "bf16";
+  std::string ternary = "i2";
+  bool no_probe = false;
+};
+
+struct Stats {
+  double mean = 0, stddev = 0;
+};
+
+Stats stats(const std::vector<double>& v) {
+  Stats s;
+  for (double x : v) s.mean += x;
+  s.mean /= static_cast<double>(v.size());
+  for (double x : v) s.stddev += (x - s.mean) * (x - s.mean);
+  s.stddev = v.size() > 1 ? std::sqrt(s.stddev / static_cast<double>(v.size() - 1)) : 0.0;
+  return s;
+}
+
+double seconds(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+struct TestResult {
+  std::string test;
+  int n_prompt, n_gen, n_depth, threads;
+  Stats tokens_per_s;
+  double bytes_per_token;  // for generation; 0 for prompt processing (compute-bound)
+  std::vector<double> samples;
+};
+
+int bench(BenchArgs args) {
+  args.model = resolve_model_path(args.model).string();
+  LoadOptions load_options;
+  load_options.lm_head = parse_lm_head_format(args.lm_head);
+  load_options.ternary = parse_ternary_format(args.ternary);
+  Progress progress("loading " + args.model, args.output != "md");
+  load_options.progress = [&](const std::string&, double f) { progress.update(f); };
+  auto model = Model::load(args.model, load_options);
+  progress.finish();
+  const ModelConfig& c = model->config();
+  const Model::Sizes sizes = model->sizes();
+
+  std::mt19937 rng(1234);
+  auto random_tokens = [&](int n) {
+    std::vector<int32_t> ids(static_cast<size_t>(n));
+    for (int32_t& id : ids) id = static_cast<int32_t>(rng() % static_cast<uint32_t>(c.vocab_size));
+    return ids;
+  };
+
+  std::vector<int> threads = args.threads;
+  if (threads.empty()) threads.push_back(physical_core_count());
+  int max_ctx = 1;
+  for (int d : args.depth)
+    for (int p : args.n_prompt) max_ctx = std::max(max_ctx, d + p);
+  for (int d : args.depth)
+    for (int g : args.n_gen) max_ctx = std::max(max_ctx, d + g);
+  if (max_ctx > c.max_seq_len)
+    throw Error("depth + tokens = " + std::to_string(max_ctx) + " exceeds the model's context " +
+                std::to_string(c.max_seq_len));
+
+  std::map<int, double> bandwidth;
+  std::string kernels_used;
+  std::vector<TestResult> results;
+  for (int t : threads) {
+    if (!args.no_probe) {
+      ThreadPool probe_pool(t);
+      bandwidth[t] = measure_read_bandwidth(probe_pool);
+    }
+    SessionOptions options;
+    options.n_threads = t;
+    options.context_length = max_ctx;
+    options.kernels = args.kernels;
+    options.kv_cache = parse_kv_cache_type(args.kv_cache);
+    Session session(model, options);
+    kernels_used = session.kernels();
+    for (int depth : args.depth) {
+      const std::vector<int32_t> context =
+          depth > 0 ? random_tokens(depth) : std::vector<int32_t>();
+      auto fill_context = [&] {
+        session.rewind(0);
+        if (!context.empty()) session.feed(context);
+      };
+      for (int n : args.n_prompt) {
+        if (n <= 0) continue;
+        TestResult r{"pp" + std::to_string(n), n, 0, depth, t, {}, 0, {}};
+        const auto prompt = random_tokens(n);
+        fill_context();
+        session.feed(prompt);  // warm-up
+        for (int rep = 0; rep < args.repetitions; ++rep) {
+          fill_context();
+          const auto start = std::chrono::steady_clock::now();
+          session.feed(prompt);
+          r.samples.push_back(n / seconds(start));
+        }
+        r.tokens_per_s = stats(r.samples);
+        results.push_back(r);
+      }
+      for (int n : args.n_gen) {
+        if (n <= 0) continue;
+        TestResult r{"tg" + std::to_string(n), 0, n, depth, t, {}, 0, {}};
+        // Per token: every weight byte once, one embedding row, and the cache up to the
+        // average position.
+        const double avg_positions = depth + (n + 1) / 2.0;
+        r.bytes_per_token = static_cast<double>(sizes.ternary + sizes.lm_head + sizes.norms) +
+                            c.hidden_dim * 2.0 +
+                            avg_positions * static_cast<double>(session.kv_bytes_per_position());
+        const auto tokens = random_tokens(n);
+        for (int rep = -1; rep < args.repetitions; ++rep) {  // rep -1 warms up
+          fill_context();
+          const auto start = std::chrono::steady_clock::now();
+          for (int i = 0; i < n; ++i) session.feed(std::span<const int32_t>(&tokens[i], 1));
+          if (rep >= 0) r.samples.push_back(n / seconds(start));
+        }
+        r.tokens_per_s = stats(r.samples);
+        results.push_back(r);
+      }
+    }
+  }
+
+  const double model_gb = static_cast<double>(sizes.ternary + sizes.embedding + sizes.norms +
+                                              (sizes.lm_head_is_embedding ? 0 : sizes.lm_head)) /
+                          1e9;
+  if (args.output == "json") {
+    nlohmann::json out = nlohmann::json::array();
+    for (const TestResult& r : results) {
+      const double gbps = r.bytes_per_token * r.tokens_per_s.mean / 1e9;
+      nlohmann::json j = {
+          {"model_filename", args.model},
+          {"model_size", static_cast<uint64_t>(model_gb * 1e9)},
+          {"model_n_params", sizes.n_params},
+          {"backend", "CPU"},
+          {"cpu_kernels", kernels_used},
+          {"type_k", args.kv_cache},
+          {"type_v", args.kv_cache},
+          {"lm_head", args.lm_head},
+          {"ternary_format", args.ternary},
+          {"n_threads", r.threads},
+          {"n_prompt", r.n_prompt},
+          {"n_gen", r.n_gen},
+          {"n_depth", r.n_depth},
+          {"test", r.test},
+          {"avg_ts", r.tokens_per_s.mean},
+          {"stddev_ts", r.tokens_per_s.stddev},
+          {"samples_ts", r.samples},
+          {"bytes_per_token", r.bytes_per_token},
+          {"gbps", gbps},
+      };
+      if (bandwidth.count(r.threads)) {
+        j["measured_read_gbps"] = bandwidth[r.threads];
+        j["fraction_of_bandwidth"] = r.bytes_per_token > 0 ? gbps / bandwidth[r.threads] : 0.0;
+      }
+      out.push_back(j);
+    }
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  std::printf(
+      "model: %s | %.2f GB | %.2f B params | %s kernels | ternary %s %.0f MB | lm_head %s %.0f MB "
+      "| KV %s\n",
+      args.model.c_str(), model_gb, static_cast<double>(sizes.n_params) / 1e9, kernels_used.c_str(),
+      args.ternary.c_str(), static_cast<double>(sizes.ternary) / 1e6, args.lm_head.c_str(),
+      static_cast<double>(sizes.lm_head) / 1e6, args.kv_cache.c_str());
+  for (const auto& [t, gbps] : bandwidth)
+    std::printf("measured read bandwidth, %d threads: %.1f GB/s\n", t, gbps);
+  std::printf(
+      "\n| threads | test | depth | t/s | MB/token | GB/s | of bandwidth "
+      "|\n|---:|---|---:|---:|---:|---:|---:|\n");
+  for (const TestResult& r : results) {
+    const double gbps = r.bytes_per_token * r.tokens_per_s.mean / 1e9;
+    std::string frac = "-", mb = "-", gb = "-";
+    if (r.bytes_per_token > 0) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.0f", r.bytes_per_token / 1e6);
+      mb = buf;
+      std::snprintf(buf, sizeof buf, "%.1f", gbps);
+      gb = buf;
+      if (bandwidth.count(r.threads)) {
+        std::snprintf(buf, sizeof buf, "%.0f%%", 100.0 * gbps / bandwidth.at(r.threads));
+        frac = buf;
+      }
+    }
+    std::printf("| %d | %s | %d | %.2f ± %.2f | %s | %s | %s |\n", r.threads, r.test.c_str(),
+                r.n_depth, r.tokens_per_s.mean, r.tokens_per_s.stddev, mb.c_str(), gb.c_str(),
+                frac.c_str());
+  }
+  return 0;
+}
+
+std::vector<int> parse_int_list(const std::string& text, const std::string& flag) {
+  std::vector<int> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t used = 0;
+      const int v = std::stoi(item, &used);
+      if (used != item.size() || v < 0) throw std::invalid_argument(item);
+      out.push_back(v);
+    } catch (const std::exception&) {
+      throw Error(flag + ": expected comma-separated non-negative integers, got '" + text + "'");
+    }
+  }
+  if (out.empty()) throw Error(flag + ": empty list");
+  return out;
+}
+
+}  // namespace
+
+Action add_bench(CLI::App& app) {
+  auto args = std::make_shared<BenchArgs>();
+  auto lists = std::make_shared<std::array<std::string, 4>>();
+  CLI::App* cmd =
+      app.add_subcommand("bench", "Measure prompt and generation speed (llama-bench style)");
+  add_model_option(*cmd, args->model);
+  cmd->add_option("-p,--n-prompt", (*lists)[0], "Prompt lengths, comma-separated (default 512)");
+  cmd->add_option("-n,--n-gen", (*lists)[1], "Generated tokens, comma-separated (default 128)");
+  cmd->add_option("-t,--threads", (*lists)[2],
+                  "Thread counts, comma-separated (default: physical cores)");
+  cmd->add_option("-d,--n-depth", (*lists)[3],
+                  "Tokens already in the context before each test (default 0)");
+  cmd->add_option("-r,--repetitions", args->repetitions, "Repetitions of each test")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("-o,--output", args->output, "md or json")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"md", "json"}));
+  cmd->add_option("--kernels", args->kernels, "CPU kernels: auto, scalar, avx2, avx512")
+      ->capture_default_str();
+  cmd->add_option("--kv-cache", args->kv_cache, "KV cache type: f32, f16, q8")
+      ->capture_default_str();
+  cmd->add_option("--lm-head", args->lm_head, "lm_head format: bf16, int8, q4")
+      ->capture_default_str();
+  cmd->add_option("--ternary", args->ternary, "Ternary weight format: i2, t5")
+      ->capture_default_str();
+  cmd->add_flag("--no-probe", args->no_probe, "Skip the memory bandwidth probe");
+  return [args, lists] {
+    if (!(*lists)[0].empty()) args->n_prompt = parse_int_list((*lists)[0], "-p");
+    if (!(*lists)[1].empty()) args->n_gen = parse_int_list((*lists)[1], "-n");
+    if (!(*lists)[2].empty()) args->threads = parse_int_list((*lists)[2], "-t");
+    if (!(*lists)[3].empty()) args->depth = parse_int_list((*lists)[3], "-d");
+    for (int t : args->threads) {
+      if (t < 1) throw Error("-t: thread counts must be at least 1");
+    }
+    return bench(*args);
+  };
+}
+
+}  // namespace bitnet::cli

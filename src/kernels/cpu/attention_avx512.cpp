@@ -1,0 +1,174 @@
+// AVX-512 attention (see attention.h): scores for two key blocks x up to four query heads at a
+// time (eight independent fma chains, each key load shared by the heads), then values for up to
+// four heads x 64 dimensions, so each K and V byte is read once per group of query heads.
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/simd_avx512.h"
+
+namespace bitnet {
+namespace {
+
+constexpr int kMaxHeads = 4;
+
+// 16 consecutive elements starting at element index i, widened to fp32 (exactly).
+template <KvCacheType T>
+__m512 load16(const void* base, int64_t i) {
+  if constexpr (T == KvCacheType::f32) {
+    return _mm512_loadu_ps(static_cast<const float*>(base) + i);
+  } else if constexpr (T == KvCacheType::f16) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(base) + i)));
+  } else {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(base) + i))));
+  }
+}
+
+// Scores of H heads for key blocks [b, b + NB), written to s[h * stride + position].
+template <KvCacheType T, int H, int NB>
+void score_blocks(const KvHeadView& kv, int64_t b, const float* q, float* s, int64_t stride,
+                  float inv_sqrt) {
+  const int hd = kv.head_dim;
+  __m512 acc[NB][H];
+#pragma GCC unroll 16
+  for (int j = 0; j < NB; ++j)
+#pragma GCC unroll 16
+    for (int h = 0; h < H; ++h) acc[j][h] = _mm512_setzero_ps();
+  for (int i = 0; i < hd; ++i) {
+#pragma GCC unroll 16
+    for (int j = 0; j < NB; ++j) {
+      const __m512 k = load16<T>(kv.keys, ((b + j) * hd + i) * kKeyBlock);
+#pragma GCC unroll 16
+      for (int h = 0; h < H; ++h)
+        acc[j][h] = _mm512_fmadd_ps(_mm512_set1_ps(q[h * hd + i]), k, acc[j][h]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < NB; ++j) {
+    __m512 c = _mm512_set1_ps(inv_sqrt);
+    if constexpr (T == KvCacheType::q8)
+      c = _mm512_mul_ps(_mm512_loadu_ps(kv.key_scales + (b + j) * kKeyBlock), c);
+#pragma GCC unroll 16
+    for (int h = 0; h < H; ++h)
+      _mm512_storeu_ps(s + h * stride + (b + j) * kKeyBlock, _mm512_mul_ps(acc[j][h], c));
+  }
+}
+
+// Out of H heads for dimensions [d0, d0 + 16 DV) from weights e (times the value scales for q8).
+template <KvCacheType T, int H, int DV>
+void value_chunk(const KvHeadView& kv, int n_pos, const float* e, int64_t stride, int d0,
+                 const float* inv_sum, float* out) {
+  const int hd = kv.head_dim;
+  __m512 acc[H][DV];
+#pragma GCC unroll 16
+  for (int h = 0; h < H; ++h)
+#pragma GCC unroll 16
+    for (int j = 0; j < DV; ++j) acc[h][j] = _mm512_setzero_ps();
+  for (int p = 0; p < n_pos; ++p) {
+    __m512 v[DV];
+#pragma GCC unroll 16
+    for (int j = 0; j < DV; ++j)
+      v[j] = load16<T>(kv.values, static_cast<int64_t>(p) * hd + d0 + 16 * j);
+#pragma GCC unroll 16
+    for (int h = 0; h < H; ++h) {
+      float weight = e[h * stride + p];
+      if constexpr (T == KvCacheType::q8) weight *= kv.value_scales[p];
+      const __m512 w = _mm512_set1_ps(weight);
+#pragma GCC unroll 16
+      for (int j = 0; j < DV; ++j) acc[h][j] = _mm512_fmadd_ps(w, v[j], acc[h][j]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int h = 0; h < H; ++h)
+#pragma GCC unroll 16
+    for (int j = 0; j < DV; ++j)
+      _mm512_storeu_ps(out + h * hd + d0 + 16 * j,
+                       _mm512_mul_ps(acc[h][j], _mm512_set1_ps(inv_sum[h])));
+}
+
+// Replaces scores s[0, n) by exp(s - max) (zero up to the block end) and returns 1 / their sum.
+float softmax_weights(float* s, int n_pos) {
+  const int64_t full = n_pos / kLanes * kLanes;
+  const __mmask16 tail = static_cast<__mmask16>((1u << (n_pos - full)) - 1);
+  __m512 m = _mm512_set1_ps(-INFINITY);
+  for (int64_t p = 0; p < full; p += kLanes) m = _mm512_max_ps(m, _mm512_loadu_ps(s + p));
+  if (tail) m = _mm512_max_ps(m, _mm512_mask_loadu_ps(m, tail, s + full));
+  const __m512 max_s = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t p = 0; p < full; p += kLanes) {
+    const __m512 e = avx512::exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s + p), max_s));
+    _mm512_storeu_ps(s + p, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  if (tail) {
+    const __m512 e = _mm512_maskz_mov_ps(
+        tail, avx512::exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s + full), max_s)));
+    _mm512_storeu_ps(s + full, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  return 1.0f / avx512::reduce_lanes(sum);
+}
+
+template <KvCacheType T, int H>
+void heads(const KvHeadView& kv, int n_pos, const float* q, float* out, float* s) {
+  const int hd = kv.head_dim;
+  const int64_t stride = attention_scratch_floats(1, n_pos), blocks = stride / kKeyBlock;
+  const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) score_blocks<T, H, 2>(kv, b, q, s, stride, inv_sqrt);
+  if (b < blocks) score_blocks<T, H, 1>(kv, b, q, s, stride, inv_sqrt);
+  float inv_sum[H];
+#pragma GCC unroll 16
+  for (int h = 0; h < H; ++h) inv_sum[h] = softmax_weights(s + h * stride, n_pos);
+  for (int d0 = 0; d0 < hd;) {
+    if (hd - d0 >= 64) {
+      value_chunk<T, H, 4>(kv, n_pos, s, stride, d0, inv_sum, out);
+      d0 += 64;
+    } else {
+      value_chunk<T, H, 1>(kv, n_pos, s, stride, d0, inv_sum, out);
+      d0 += 16;
+    }
+  }
+}
+
+template <KvCacheType T>
+void attention_type(const KvHeadView& kv, int n_pos, const float* q, int n_q, float* out,
+                    float* scratch) {
+  const int hd = kv.head_dim;
+  for (int h0 = 0; h0 < n_q; h0 += kMaxHeads) {
+    const float* qh = q + static_cast<int64_t>(h0) * hd;
+    float* oh = out + static_cast<int64_t>(h0) * hd;
+    switch (std::min(kMaxHeads, n_q - h0)) {
+      case 1:
+        heads<T, 1>(kv, n_pos, qh, oh, scratch);
+        break;
+      case 2:
+        heads<T, 2>(kv, n_pos, qh, oh, scratch);
+        break;
+      case 3:
+        heads<T, 3>(kv, n_pos, qh, oh, scratch);
+        break;
+      default:
+        heads<T, 4>(kv, n_pos, qh, oh, scratch);
+        break;
+    }
+  }
+}
+
+}  // namespace
+
+void attention_avx512(const KvHeadView& kv, int n_pos, const float* q, int n_q, float* out,
+                      float* scratch) {
+  switch (kv.type) {
+    case KvCacheType::f32:
+      return attention_type<KvCacheType::f32>(kv, n_pos, q, n_q, out, scratch);
+    case KvCacheType::f16:
+      return attention_type<KvCacheType::f16>(kv, n_pos, q, n_q, out, scratch);
+    case KvCacheType::q8:
+      return attention_type<KvCacheType::q8>(kv, n_pos, q, n_q, out, scratch);
+  }
+}
+
+}  // namespace bitnet

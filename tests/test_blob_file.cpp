@@ -1,0 +1,111 @@
+// The converted-file container: layout, checksums and the errors for damaged files.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "base/blob_file.h"
+#include "base/thread_pool.h"
+#include "bitnet/error.h"
+#include "test_util.h"
+
+namespace bitnet {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string error_of(const std::filesystem::path& path, ThreadPool& pool) {
+  try {
+    BlobFile file(path);
+    file.verify(pool);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(opened without error)";
+}
+
+void patch_byte(const std::filesystem::path& path, uint64_t offset, uint8_t xor_mask) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(offset));
+  char c;
+  f.get(c);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.put(static_cast<char>(c ^ xor_mask));
+}
+
+class BlobFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (size_t i = 0; i < big_.size(); ++i) big_[i] = static_cast<uint8_t>(i * 7 + 3);
+    BlobFileWriter writer;
+    writer.add<uint8_t>("big", big_);
+    writer.add<float>("floats", floats_);
+    writer.add<uint8_t>("empty", std::span<const uint8_t>());
+    writer.write(path_, {{"kind", "test"}, {"n", 3}}, pool_);
+  }
+
+  test::TempDir dir_;
+  std::filesystem::path path_ = dir_ / "m.bitnet";
+  ThreadPool pool_{2};
+  std::vector<uint8_t> big_ = std::vector<uint8_t>(100003);
+  std::vector<float> floats_ = {1.5f, -2.0f, 3.25f};
+};
+
+TEST_F(BlobFileTest, RoundTripsAlignedBlobsAndMeta) {
+  BlobFile file(path_);
+  file.verify(pool_);
+  EXPECT_TRUE(BlobFile::has_magic(path_));
+  EXPECT_EQ(file.meta()["kind"], "test");
+  const auto big = file.blob("big", big_.size());
+  EXPECT_EQ(std::vector<uint8_t>(big.begin(), big.end()), big_);
+  const auto floats = file.blob("floats", floats_.size() * sizeof(float));
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(floats.data()) % kBlobAlignment, 0u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(big.data()) % kBlobAlignment, 0u);
+  EXPECT_EQ(std::memcmp(floats.data(), floats_.data(), floats.size()), 0);
+  EXPECT_EQ(file.blob("empty", 0).size(), 0u);
+}
+
+TEST_F(BlobFileTest, MissingOrWrongSizedBlobsAreNamed) {
+  BlobFile file(path_);
+  EXPECT_THROW(file.blob("nope", 1), Error);
+  try {
+    file.blob("floats", 16);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("blob 'floats' has 12 bytes, expected 16"));
+  }
+}
+
+TEST_F(BlobFileTest, TruncatedFileIsReportedBySize) {
+  std::filesystem::resize_file(path_, std::filesystem::file_size(path_) - 1);
+  EXPECT_THAT(error_of(path_, pool_), HasSubstr("truncated or appended to"));
+  std::filesystem::resize_file(path_, 20);
+  EXPECT_THAT(error_of(path_, pool_), HasSubstr("truncated or appended to"));
+}
+
+TEST_F(BlobFileTest, OtherVersionIsRefusedWithAdvice) {
+  patch_byte(path_, 8, 0x02);  // version 1 -> 3
+  EXPECT_THAT(error_of(path_, pool_),
+              HasSubstr("format version 3, this build reads version 1 (convert the model again)"));
+}
+
+TEST_F(BlobFileTest, CorruptedBlobOrHeaderFailsItsChecksum) {
+  const uint64_t size = std::filesystem::file_size(path_);
+  patch_byte(path_, size - 200, 0x10);  // inside "big"
+  EXPECT_THAT(error_of(path_, pool_), HasSubstr("checksum mismatch in blob 'big'"));
+  BlobFile unverified(path_);  // opening alone checks the header, not every blob
+  EXPECT_THROW(unverified.verified_text("big"), Error);
+  patch_byte(path_, size - 200, 0x10);
+  patch_byte(path_, 45, 0x01);  // inside the JSON header
+  EXPECT_THAT(error_of(path_, pool_), HasSubstr("header checksum mismatch"));
+}
+
+TEST_F(BlobFileTest, OtherFilesAreNotTakenForModels) {
+  test::write_file(dir_ / "x.json",
+                   "{\"not\": \"a model\", \"padding\": \"....................................\"}");
+  EXPECT_FALSE(BlobFile::has_magic(dir_ / "x.json"));
+  EXPECT_THAT(error_of(dir_ / "x.json", pool_), HasSubstr("not a converted bitnet model file"));
+}
+
+}  // namespace
+}  // namespace bitnet
