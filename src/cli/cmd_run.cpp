@@ -7,6 +7,7 @@
 
 #include "bitnet/error.h"
 #include "bitnet/generate.h"
+#include "bitnet/model_path.h"
 #include "cli/commands.h"
 
 namespace bitnet::cli {
@@ -37,11 +38,12 @@ int run(const RunArgs& args) {
     ss << in.rdbuf();
     prompt = ss.str();
   }
-  const Tokenizer tokenizer = Tokenizer::load(args.model);
+  const std::string model_dir = resolve_model_path(args.model).string();
+  const Tokenizer tokenizer = Tokenizer::load(model_dir);
   const std::vector<int32_t> prompt_ids = tokenizer.encode(prompt, !args.no_bos);
   if (prompt_ids.empty()) throw Error("the prompt is empty (give -p TEXT, or drop --no-bos)");
 
-  auto model = load_model_with_progress(args.model, args.quiet || args.json);
+  auto model = load_model_with_progress(model_dir, args.quiet || args.json);
   SessionOptions session_options;
   session_options.context_length = args.context;
   session_options.n_threads = args.n_threads;
@@ -105,7 +107,7 @@ int run(const RunArgs& args) {
 Action add_run(CLI::App& app) {
   auto args = std::make_shared<RunArgs>();
   CLI::App* cmd = app.add_subcommand("run", "Generate text from a prompt");
-  cmd->add_option("-m,--model", args->model, "Model directory (HuggingFace layout)")->required();
+  add_model_option(*cmd, args->model);
   cmd->add_option("-p,--prompt", args->prompt, "Prompt text");
   cmd->add_option("-f,--file", args->prompt_file, "Read the prompt from a file");
   cmd->add_option("-n,--n-predict", args->n_predict, "Maximum tokens to generate")
@@ -116,16 +118,7 @@ Action add_run(CLI::App& app) {
   cmd->add_option("-c,--ctx-size", args->context,
                   "Context length (default: the model's max_position_embeddings)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--temp", args->sampling.temperature, "Temperature; 0 is greedy")
-      ->capture_default_str();
-  cmd->add_option("--top-k", args->sampling.top_k, "Top-k; 0 disables")->capture_default_str();
-  cmd->add_option("--top-p", args->sampling.top_p, "Top-p; 1 disables")->capture_default_str();
-  cmd->add_option("--min-p", args->sampling.min_p, "Min-p; 0 disables")->capture_default_str();
-  cmd->add_option("--repeat-penalty", args->sampling.repeat_penalty,
-                  "Repetition penalty; 1 disables")
-      ->capture_default_str();
-  cmd->add_option("--repeat-last-n", args->sampling.repeat_last_n, "Tokens the penalty looks back")
-      ->capture_default_str();
+  add_sampling_options(*cmd, args->sampling);
   cmd->add_option("-s,--seed", args->seed, "Sampling seed (default: random)");
   cmd->add_option("--stop", args->stop, "Stop when this text is generated (repeatable)");
   cmd->add_option("--kernels", args->kernels, "CPU kernels: auto, scalar, avx2, avx512")

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bitnet/error.h"
+#include "bitnet/model_path.h"
 #include "bitnet/tokenizer.h"
 #include "cli/commands.h"
 
@@ -16,14 +17,13 @@ Action add_tokenize(CLI::App& app) {
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("tokenize", "Print the token ids of a text as a JSON array");
-  cmd->add_option("-m,--model", args->model, "Model directory (reads its tokenizer.json)")
-      ->required();
+  add_model_option(*cmd, args->model);
   cmd->add_option("text", args->text, "Text to tokenize");
   cmd->add_flag("--no-bos", args->no_bos, "Do not prepend the BOS token");
   cmd->add_flag("--jsonl", args->jsonl,
                 "Read one JSON string per line from stdin, print one array per line");
   return [args] {
-    const Tokenizer tokenizer = Tokenizer::load(args->model);
+    const Tokenizer tokenizer = Tokenizer::load(resolve_model_path(args->model));
     if (!args->jsonl) {
       std::printf("%s\n",
                   nlohmann::json(tokenizer.encode(args->text, !args->no_bos)).dump().c_str());

@@ -32,9 +32,9 @@ void Progress::finish() {
   if (tty_) std::fputc('\n', stderr);
 }
 
-std::shared_ptr<const Model> load_model_with_progress(const std::string& path, bool quiet) {
+std::shared_ptr<const Model> load_model_with_progress(const std::string& path, bool quiet,
+                                                      LoadOptions options) {
   Progress progress("loading " + path, quiet);
-  LoadOptions options;
   options.progress = [&](const std::string&, double f) { progress.update(f); };
   auto model = Model::load(path, options);
   progress.finish();
