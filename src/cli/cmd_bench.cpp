@@ -28,9 +28,7 @@ struct BenchArgs {
   int repetitions = 5;
   std::string output = "md";
   std::string kernels = "auto";
-  std::string kv_cache = "f32";
-  std::string lm_head = "bf16";
-  std::string ternary = "i2";
+  FormatArgs formats;
   bool no_probe = false;
 };
 
@@ -62,8 +60,8 @@ struct TestResult {
 int bench(BenchArgs args) {
   args.model = resolve_model_path(args.model).string();
   LoadOptions load_options;
-  load_options.lm_head = parse_lm_head_format(args.lm_head);
-  load_options.ternary = parse_ternary_format(args.ternary);
+  SessionOptions session_defaults;
+  args.formats.apply(load_options, session_defaults);
   Progress progress("loading " + args.model, args.output != "md");
   load_options.progress = [&](const std::string&, double f) { progress.update(f); };
   auto model = Model::load(args.model, load_options);
@@ -101,7 +99,7 @@ int bench(BenchArgs args) {
     options.n_threads = t;
     options.context_length = max_ctx;
     options.kernels = args.kernels;
-    options.kv_cache = parse_kv_cache_type(args.kv_cache);
+    options.kv_cache = session_defaults.kv_cache;
     Session session(model, options);
     kernels_used = session.kernels();
     for (int depth : args.depth) {
@@ -161,10 +159,10 @@ int bench(BenchArgs args) {
           {"model_n_params", sizes.n_params},
           {"backend", "CPU"},
           {"cpu_kernels", kernels_used},
-          {"type_k", args.kv_cache},
-          {"type_v", args.kv_cache},
-          {"lm_head", args.lm_head},
-          {"ternary_format", args.ternary},
+          {"type_k", args.formats.kv_cache},
+          {"type_v", args.formats.kv_cache},
+          {"lm_head", args.formats.lm_head},
+          {"ternary_format", args.formats.ternary},
           {"n_threads", r.threads},
           {"n_prompt", r.n_prompt},
           {"n_gen", r.n_gen},
@@ -189,8 +187,9 @@ int bench(BenchArgs args) {
       "model: %s | %.2f GB | %.2f B params | %s kernels | ternary %s %.0f MB | lm_head %s %.0f MB "
       "| KV %s\n",
       args.model.c_str(), model_gb, static_cast<double>(sizes.n_params) / 1e9, kernels_used.c_str(),
-      args.ternary.c_str(), static_cast<double>(sizes.ternary) / 1e6, args.lm_head.c_str(),
-      static_cast<double>(sizes.lm_head) / 1e6, args.kv_cache.c_str());
+      args.formats.ternary.c_str(), static_cast<double>(sizes.ternary) / 1e6,
+      args.formats.lm_head.c_str(), static_cast<double>(sizes.lm_head) / 1e6,
+      args.formats.kv_cache.c_str());
   for (const auto& [t, gbps] : bandwidth)
     std::printf("measured read bandwidth, %d threads: %.1f GB/s\n", t, gbps);
   std::printf(
@@ -257,12 +256,7 @@ Action add_bench(CLI::App& app) {
       ->check(CLI::IsMember({"md", "json"}));
   cmd->add_option("--kernels", args->kernels, "CPU kernels: auto, scalar, avx2, avx512")
       ->capture_default_str();
-  cmd->add_option("--kv-cache", args->kv_cache, "KV cache type: f32, f16, q8")
-      ->capture_default_str();
-  cmd->add_option("--lm-head", args->lm_head, "lm_head format: bf16, int8, q4")
-      ->capture_default_str();
-  cmd->add_option("--ternary", args->ternary, "Ternary weight format: i2, t5")
-      ->capture_default_str();
+  add_format_options(*cmd, args->formats);
   cmd->add_flag("--no-probe", args->no_probe, "Skip the memory bandwidth probe");
   return [args, lists] {
     if (!(*lists)[0].empty()) args->n_prompt = parse_int_list((*lists)[0], "-p");

@@ -27,7 +27,7 @@ struct ChatArgs {
   bool quiet = false;
   bool no_stats = false;
   std::string kernels = "auto";
-  std::string kv_cache = "f32";
+  FormatArgs formats;
   SamplingParams sampling;
 };
 
@@ -249,12 +249,13 @@ int chat(const ChatArgs& args) {
   // Fails now, not after the (slow) model load, when the tokenizer lacks the chat tokens.
   const ChatEncoder check_tokenizer_has_chat_tokens(tokenizer, format);
 
-  auto model = load_model_with_progress(model_dir, args.quiet);
+  LoadOptions load_options;
   SessionOptions session_options;
+  args.formats.apply(load_options, session_options);
+  auto model = load_model_with_progress(model_dir, args.quiet, load_options);
   session_options.context_length = args.context;
   session_options.n_threads = args.n_threads;
   session_options.kernels = args.kernels;
-  session_options.kv_cache = parse_kv_cache_type(args.kv_cache);
   Session session(model, session_options);
   ChatSession chat(session, tokenizer, format, args.system);
   chat.on_context_trimmed = [](int dropped, int kept) {
@@ -295,8 +296,7 @@ Action add_chat(CLI::App& app) {
   cmd->add_option("-s,--seed", args->seed, "Sampling seed (default: random)");
   cmd->add_option("--kernels", args->kernels, "CPU kernels: auto, scalar, avx2, avx512")
       ->capture_default_str();
-  cmd->add_option("--kv-cache", args->kv_cache, "KV cache type: f32, f16, q8")
-      ->capture_default_str();
+  add_format_options(*cmd, args->formats);
   cmd->add_flag("--no-stats", args->no_stats, "Do not print speeds after each reply");
   cmd->add_flag("-q,--quiet", args->quiet, "No loading progress on stderr");
   return [args] {

@@ -25,6 +25,7 @@ struct RunArgs {
   bool no_bos = false;
   bool quiet = false;
   std::string kernels = "auto";
+  FormatArgs formats;
   std::vector<std::string> stop;
   SamplingParams sampling;
 };
@@ -43,8 +44,10 @@ int run(const RunArgs& args) {
   const std::vector<int32_t> prompt_ids = tokenizer.encode(prompt, !args.no_bos);
   if (prompt_ids.empty()) throw Error("the prompt is empty (give -p TEXT, or drop --no-bos)");
 
-  auto model = load_model_with_progress(model_dir, args.quiet || args.json);
+  LoadOptions load_options;
   SessionOptions session_options;
+  args.formats.apply(load_options, session_options);
+  auto model = load_model_with_progress(model_dir, args.quiet || args.json, load_options);
   session_options.context_length = args.context;
   session_options.n_threads = args.n_threads;
   session_options.kernels = args.kernels;
@@ -121,6 +124,7 @@ Action add_run(CLI::App& app) {
   add_sampling_options(*cmd, args->sampling);
   cmd->add_option("-s,--seed", args->seed, "Sampling seed (default: random)");
   cmd->add_option("--stop", args->stop, "Stop when this text is generated (repeatable)");
+  add_format_options(*cmd, args->formats);
   cmd->add_option("--kernels", args->kernels, "CPU kernels: auto, scalar, avx2, avx512")
       ->capture_default_str();
   cmd->add_flag("--json", args->json, "Print one JSON object at the end instead of streaming");

@@ -5,7 +5,9 @@
 #include <functional>
 #include <string>
 
+#include "bitnet/generate.h"
 #include "bitnet/model.h"
+#include "bitnet/session.h"
 
 namespace bitnet::cli {
 
@@ -14,10 +16,35 @@ using Action = std::function<int()>;
 Action add_run(CLI::App& app);
 Action add_tokenize(CLI::App& app);
 Action add_make_model(CLI::App& app);
+Action add_bench(CLI::App& app);
+Action add_convert(CLI::App& app);
+Action add_serve(CLI::App& app);
+Action add_loadgen(CLI::App& app);
+Action add_chat(CLI::App& app);
+Action add_check(CLI::App& app);
+Action add_info(CLI::App& app);
+Action add_demo(CLI::App& app);
+
+// Adds -m/--model, optional: a model directory or a HuggingFace repo id, default
+// microsoft/bitnet-b1.58-2B-4T from the HuggingFace cache (see bitnet/model_path.h).
+CLI::Option* add_model_option(CLI::App& cmd, std::string& model);
+// Adds run's sampling flags (--temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n).
+void add_sampling_options(CLI::App& cmd, SamplingParams& sampling);
+
+// The storage choices of a run; defaults are the library's. A converted .bitnet file carries its
+// own lm_head and ternary formats.
+struct FormatArgs {
+  std::string lm_head = format_name(LoadOptions{}.lm_head);
+  std::string kv_cache = kv_cache_type_name(SessionOptions{}.kv_cache);
+  std::string ternary = format_name(LoadOptions{}.ternary);
+  void apply(LoadOptions& load, SessionOptions& session) const;
+};
+void add_format_options(CLI::App& cmd, FormatArgs& formats);
 
 // Loads a model with a progress bar on a terminal (stderr), nothing otherwise or when quiet,
 // and prints the loader's warnings.
-std::shared_ptr<const Model> load_model_with_progress(const std::string& path, bool quiet);
+std::shared_ptr<const Model> load_model_with_progress(const std::string& path, bool quiet,
+                                                      LoadOptions options = {});
 
 // A progress display on stderr: a redrawn bar on a terminal, a few plain lines otherwise.
 class Progress {

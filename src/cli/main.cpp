@@ -18,6 +18,14 @@ int main(int argc, char** argv) {
   add(bitnet::cli::add_run);
   add(bitnet::cli::add_tokenize);
   add(bitnet::cli::add_make_model);
+  add(bitnet::cli::add_bench);
+  add(bitnet::cli::add_convert);
+  add(bitnet::cli::add_serve);
+  add(bitnet::cli::add_loadgen);
+  add(bitnet::cli::add_chat);
+  add(bitnet::cli::add_check);
+  add(bitnet::cli::add_info);
+  add(bitnet::cli::add_demo);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

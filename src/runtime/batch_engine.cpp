@@ -1,0 +1,398 @@
+#include "runtime/batch_engine.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "base/cpu_features.h"
+#include "base/thread_pool.h"
+#include "bitnet/error.h"
+#include "model/forward_cpu.h"
+#include "model/kv_cache.h"
+
+namespace bitnet {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_between(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+// Length of the longest suffix of text that is a proper prefix of some stop string: that much
+// is held back because the next token may complete the stop string (as generate() does).
+size_t stop_prefix_overlap(const std::string& text, const std::vector<std::string>& stops) {
+  size_t hold = 0;
+  for (const std::string& stop : stops) {
+    for (size_t len = std::min(stop.size() - 1, text.size()); len > hold; --len) {
+      if (text.compare(text.size() - len, len, stop, 0, len) == 0) {
+        hold = len;
+        break;
+      }
+    }
+  }
+  return hold;
+}
+
+}  // namespace
+
+// --- RequestStream -------------------------------------------------------------------------
+
+RequestStream::Update RequestStream::poll(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  cv_.wait_for(lock, timeout, [&] { return finished_ || !pending_text_.empty(); });
+  Update update;
+  if (finished_) update = final_;
+  update.text = std::move(pending_text_);
+  pending_text_.clear();
+  return update;
+}
+
+RequestStream::Update RequestStream::wait_all() {
+  std::string text;
+  for (;;) {
+    Update update = poll(std::chrono::milliseconds(1000));
+    text += update.text;
+    if (update.finished) {
+      update.text = std::move(text);
+      return update;
+    }
+  }
+}
+
+void RequestStream::push_text(const std::string& text) {
+  if (text.empty()) return;
+  {
+    std::lock_guard lock(mutex_);
+    pending_text_ += text;
+  }
+  cv_.notify_all();
+}
+
+void RequestStream::finish(FinishReason reason, int generated_tokens, const std::string& error) {
+  {
+    std::lock_guard lock(mutex_);
+    if (finished_) return;
+    finished_ = true;
+    final_.finished = true;
+    final_.finish_reason = reason;
+    final_.generated_tokens = generated_tokens;
+    final_.error = error;
+  }
+  cv_.notify_all();
+}
+
+// --- Sequences -----------------------------------------------------------------------------
+
+// A request holding a slot: its prompt goes into the cache chunk by chunk, then it samples one
+// token per step, with generate()'s rules for stop ids, stop strings and held-back text.
+struct BatchEngine::Sequence {
+  std::shared_ptr<RequestStream> stream;
+  EngineRequest request;
+  int slot;
+  Sampler sampler;
+  TokenStreamDecoder decoder;
+  std::vector<int32_t> history;  // prompt, then generated ids (the repetition penalty's window)
+  int prompt_fed = 0;            // prompt tokens already in the cache
+  int position = 0;              // tokens in the cache
+  int generated = 0;
+  int32_t next_token = -1;  // sampled, goes into the cache next step
+  std::string text;         // generated text so far, stop ids and strings excluded
+  size_t emitted = 0;       // bytes of text handed to the stream
+  bool done = false;        // its stream is told once the slot is back in the pool
+  FinishReason finish_reason = FinishReason::length;
+  std::string error;
+  Clock::time_point last_token_at;
+
+  Sequence(EngineRequest req, std::shared_ptr<RequestStream> s, int slot_index,
+           const Tokenizer& tokenizer)
+      : stream(std::move(s)),
+        request(std::move(req)),
+        slot(slot_index),
+        sampler(request.options.sampling),
+        decoder(tokenizer),
+        history(request.prompt_ids) {}
+
+  int prompt_size() const { return static_cast<int>(request.prompt_ids.size()); }
+  bool prefilling() const { return prompt_fed < prompt_size(); }
+
+  void emit_up_to(size_t end) {
+    if (end > emitted) stream->push_text(text.substr(emitted, end - emitted));
+    emitted = std::max(emitted, end);
+  }
+
+  void finish(FinishReason reason, bool cut_at_stop_string) {
+    if (!cut_at_stop_string) text += decoder.flush();
+    emit_up_to(text.size());
+    finish_reason = reason;
+    done = true;
+  }
+
+  void fail(const std::string& why) {
+    error = why;
+    done = true;
+  }
+
+  // Takes one sampled id; finishes the sequence or leaves the id to be fed next step.
+  void accept(int32_t id, int context_length) {
+    ++generated;
+    history.push_back(id);
+    const GenerateOptions& o = request.options;
+    if (std::find(o.stop_ids.begin(), o.stop_ids.end(), id) != o.stop_ids.end()) {
+      finish(FinishReason::stop, false);
+      return;
+    }
+    text += decoder.push(id);
+    size_t stop_at = std::string::npos;
+    for (const std::string& s : o.stop_strings) {
+      const size_t from = emitted >= s.size() ? emitted - s.size() + 1 : 0;
+      stop_at = std::min(stop_at, text.find(s, from));
+    }
+    if (stop_at != std::string::npos) {
+      text.resize(stop_at);
+      finish(FinishReason::stop, true);
+      return;
+    }
+    emit_up_to(text.size() - stop_prefix_overlap(text, o.stop_strings));
+    if (generated == o.max_new_tokens || position >= context_length) {
+      finish(FinishReason::length, false);
+      return;
+    }
+    next_token = id;
+  }
+};
+
+// What the scheduler thread computes with; nothing else touches it.
+struct BatchEngine::Compute {
+  ThreadPool pool;
+  KvCache kv;
+  CpuForward forward;
+  std::vector<float> logits;  // [rows][vocab]
+  std::vector<BatchToken> batch;
+  std::vector<int32_t> logit_rows;
+  std::vector<Sequence*> row_owners;  // the sequence each logit row samples for
+
+  Compute(const std::shared_ptr<const Model>& model, const EngineOptions& o, int ctx)
+      : pool(o.n_threads > 0 ? o.n_threads : physical_core_count()),
+        kv(model->config(), o.n_slots, ctx, o.kv_cache),
+        // Room for one decode token per slot plus a prompt chunk.
+        forward(model, pool, CpuFeatures::host().best_isa(), o.n_slots + o.prefill_chunk, ctx),
+        logits(static_cast<size_t>(o.n_slots) * model->config().vocab_size) {}
+};
+
+// --- BatchEngine ---------------------------------------------------------------------------
+
+BatchEngine::BatchEngine(std::shared_ptr<const Model> model, const Tokenizer& tokenizer,
+                         const EngineOptions& options, EngineListener* listener)
+    : model_(std::move(model)), tokenizer_(tokenizer), options_(options), listener_(listener) {
+  const ModelConfig& c = model_->config();
+  if (options_.n_slots < 1) throw Error("the engine needs at least one slot (--parallel)");
+  if (options_.max_queue < 0) throw Error("the queue bound must be >= 0");
+  if (options_.prefill_chunk < 1) throw Error("the prefill chunk must be positive");
+  if (options_.context_length < 0) throw Error("context length must be positive");
+  context_length_ = options_.context_length > 0 ? options_.context_length : c.max_seq_len;
+  if (context_length_ > c.max_seq_len) {
+    throw Error("context length " + std::to_string(context_length_) +
+                " exceeds the model's max_position_embeddings " + std::to_string(c.max_seq_len));
+  }
+  compute_ = std::make_unique<Compute>(model_, options_, context_length_);
+  free_slots_.resize(static_cast<size_t>(options_.n_slots));
+  // Lowest slot first, taken from the back.
+  std::iota(free_slots_.rbegin(), free_slots_.rend(), 0);
+  scheduler_ = std::thread([this] { scheduler_loop(); });
+}
+
+BatchEngine::~BatchEngine() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    closed_ = true;
+  }
+  work_cv_.notify_all();
+  scheduler_.join();
+  for (Queued& q : queue_) q.stream->finish(FinishReason::length, 0, "the server is shutting down");
+  for (auto& seq : running_)
+    seq->stream->finish(FinishReason::length, seq->generated, "the server is shutting down");
+}
+
+int BatchEngine::n_threads() const {
+  return compute_->pool.size();
+}
+const char* BatchEngine::kernels() const {
+  return isa_name(compute_->forward.isa());
+}
+
+BatchEngine::Submitted BatchEngine::submit(EngineRequest request) {
+  const ModelConfig& c = model_->config();
+  const GenerateOptions& o = request.options;
+  if (request.prompt_ids.empty()) throw Error("the prompt is empty: nothing to generate from");
+  if (static_cast<int>(request.prompt_ids.size()) >= context_length_) {
+    throw Error("the prompt has " + std::to_string(request.prompt_ids.size()) +
+                " tokens; the context holds " + std::to_string(context_length_) +
+                " including at least one generated token");
+  }
+  for (int32_t id : request.prompt_ids) {
+    if (id < 0 || id >= c.vocab_size) {
+      throw Error("token id " + std::to_string(id) + " is outside the vocabulary");
+    }
+  }
+  if (o.max_new_tokens < 0) throw Error("max_new_tokens must be >= 0");
+  for (const std::string& s : o.stop_strings) {
+    if (s.empty()) throw Error("stop strings must not be empty");
+  }
+  o.sampling.validate();
+
+  auto stream = std::make_shared<RequestStream>();
+  stream->submitted_ = Clock::now();
+  stream->final_.prompt_tokens = static_cast<int>(request.prompt_ids.size());
+  {
+    std::lock_guard lock(mutex_);
+    if (closed_) return {nullptr, Rejection::closed};
+    // The bound counts only requests that cannot start at once.
+    const int free_now = static_cast<int>(free_slots_.size());
+    if (static_cast<int>(queue_.size()) >= free_now + options_.max_queue) {
+      return {nullptr, Rejection::queue_full};
+    }
+    queue_.push_back({std::move(request), stream});
+  }
+  work_cv_.notify_all();
+  return {stream, Rejection::none};
+}
+
+void BatchEngine::cancel(const std::shared_ptr<RequestStream>& stream) {
+  {
+    std::lock_guard lock(mutex_);
+    stream->cancelled_ = true;
+  }
+  work_cv_.notify_all();
+}
+
+void BatchEngine::close() {
+  std::lock_guard lock(mutex_);
+  closed_ = true;
+}
+
+bool BatchEngine::wait_idle(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  return idle_cv_.wait_for(lock, timeout, [&] { return queue_.empty() && running_.empty(); });
+}
+
+EngineStats BatchEngine::stats() const {
+  std::lock_guard lock(mutex_);
+  EngineStats s;
+  s.queued = static_cast<int>(queue_.size());
+  s.running = static_cast<int>(running_.size());
+  s.n_slots = options_.n_slots;
+  s.slots_in_use = s.n_slots - static_cast<int>(free_slots_.size());
+  return s;
+}
+
+// The slot goes back to the pool before the stream hears of the end, so a client that has
+// seen its response end also sees the slot free in /metrics.
+void BatchEngine::release(Sequence& seq) {
+  free_slots_.push_back(seq.slot);
+  if (listener_) listener_->on_finished(seq.prompt_size(), seq.generated);
+  seq.stream->finish(seq.finish_reason, seq.generated, seq.error);
+}
+
+// Called with mutex_ held: retires finished and cancelled sequences, then fills free slots.
+void BatchEngine::admit_locked() {
+  for (auto& seq : running_) {
+    if (!seq->done && seq->stream->cancelled_) seq->fail("cancelled");
+    if (seq->done) release(*seq);
+  }
+  std::erase_if(running_, [](const auto& seq) { return seq->done; });
+  std::erase_if(queue_, [](const Queued& q) {
+    if (!q.stream->cancelled_) return false;
+    q.stream->finish(FinishReason::stop, 0, "cancelled");
+    return true;
+  });
+  while (!queue_.empty() && !free_slots_.empty()) {
+    Queued q = std::move(queue_.front());
+    queue_.pop_front();
+    const int slot = free_slots_.back();
+    free_slots_.pop_back();
+    auto seq =
+        std::make_unique<Sequence>(std::move(q.request), std::move(q.stream), slot, tokenizer_);
+    if (seq->request.options.max_new_tokens == 0) {
+      seq->finish(FinishReason::length, false);
+      release(*seq);
+      continue;
+    }
+    running_.push_back(std::move(seq));
+  }
+  if (queue_.empty() && running_.empty()) idle_cv_.notify_all();
+}
+
+void BatchEngine::scheduler_loop() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    admit_locked();  // also retires what the last step finished
+    if (stopping_) return;
+    if (running_.empty()) {
+      work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      continue;
+    }
+    lock.unlock();
+    try {
+      step();
+    } catch (const std::exception& e) {
+      // Nothing in a validated request should fail; if something does, fail the batch, not the
+      // server.
+      for (auto& seq : running_) seq->fail(e.what());
+    }
+    lock.lock();
+  }
+}
+
+// One forward pass: the next token of every decoding sequence, then as many prompt tokens of
+// prefilling sequences (oldest first) as the chunk allows; then sampling where logits are due.
+void BatchEngine::step() {
+  Compute& cx = *compute_;
+  cx.batch.clear();
+  cx.logit_rows.clear();
+  cx.row_owners.clear();
+  // running_ changes only on this thread, so it is read here without the lock.
+  for (auto& seq : running_) {
+    if (seq->prefilling()) continue;
+    cx.logit_rows.push_back(static_cast<int32_t>(cx.batch.size()));
+    cx.row_owners.push_back(seq.get());
+    cx.batch.push_back({seq->next_token, seq->position++, seq->slot});
+  }
+  int budget = options_.prefill_chunk;
+  for (auto& seq : running_) {
+    if (!seq->prefilling() || budget == 0) continue;
+    const int count = std::min(budget, seq->prompt_size() - seq->prompt_fed);
+    for (int i = 0; i < count; ++i) {
+      const int p = seq->prompt_fed + i;
+      cx.batch.push_back({seq->request.prompt_ids[static_cast<size_t>(p)], p, seq->slot});
+    }
+    budget -= count;
+    seq->prompt_fed += count;
+    seq->position = seq->prompt_fed;
+    if (!seq->prefilling()) {
+      cx.logit_rows.push_back(static_cast<int32_t>(cx.batch.size() - 1));
+      cx.row_owners.push_back(seq.get());
+    }
+  }
+  cx.forward.forward(cx.kv, cx.batch, cx.logit_rows, cx.logits.data());
+
+  const size_t vocab = static_cast<size_t>(model_->config().vocab_size);
+  const Clock::time_point now = Clock::now();
+  for (size_t row = 0; row < cx.row_owners.size(); ++row) {
+    Sequence& seq = *cx.row_owners[row];
+    const bool first_token = seq.generated == 0;
+    const std::span<const float> logits(cx.logits.data() + row * vocab, vocab);
+    const int32_t id = seq.sampler.sample(logits, seq.history);
+    if (listener_) {
+      if (first_token) {
+        listener_->on_first_token(seconds_between(seq.stream->submitted_, now));
+      } else {
+        listener_->on_next_token(seconds_between(seq.last_token_at, now));
+      }
+    }
+    seq.last_token_at = now;
+    seq.accept(id, context_length_);
+  }
+}
+
+}  // namespace bitnet

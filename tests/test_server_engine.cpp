@@ -1,0 +1,182 @@
+// The continuous-batching scheduler without HTTP: batched output equals lone generation, slots
+// are reused and freed on cancellation, the queue is bounded, close() refuses new work.
+
+#include <gtest/gtest.h>
+
+#include "bitnet/error.h"
+#include "runtime/batch_engine.h"
+#include "server_test_util.h"
+
+namespace bitnet {
+namespace {
+
+using namespace std::chrono_literals;
+using test::lone_generate;
+
+class BatchEngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = Model::load(test::tiny_model());
+    tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::load(test::tiny_model()));
+  }
+  static void TearDownTestSuite() {
+    tokenizer_.reset();
+    model_.reset();
+  }
+
+  static EngineOptions options(int slots, int queue = 64) {
+    EngineOptions o;
+    o.n_slots = slots;
+    o.context_length = 128;
+    o.n_threads = 1;
+    o.max_queue = queue;
+    o.prefill_chunk = 16;  // small, so longer prompts prefill over several steps
+    return o;
+  }
+
+  static EngineRequest request(const std::string& prompt, int max_tokens, uint64_t seed,
+                               float temperature = 0.8f) {
+    EngineRequest r;
+    r.prompt_ids = tokenizer_->encode(prompt, true);
+    r.options.max_new_tokens = max_tokens;
+    r.options.sampling.temperature = temperature;
+    r.options.sampling.seed = seed;
+    r.options.stop_ids = default_stop_ids(model_->config(), *tokenizer_);
+    return r;
+  }
+
+  static inline std::shared_ptr<const Model> model_;
+  static inline std::unique_ptr<Tokenizer> tokenizer_;
+};
+
+TEST_F(BatchEngineTest, BatchedOutputEqualsLoneGeneration) {
+  BatchEngine engine(model_, *tokenizer_, options(4));
+  std::vector<EngineRequest> requests;
+  const std::vector<std::string> prompts = {
+      "Once upon a time", "The quick brown fox jumps over the lazy dog and keeps on running", "a",
+      "Hello world, this prompt is long enough to need several prefill chunks of sixteen "
+      "tokens each before it starts decoding"};
+  for (int i = 0; i < 12; ++i) {
+    EngineRequest r = request(prompts[static_cast<size_t>(i) % prompts.size()], 10 + 7 * (i % 5),
+                              static_cast<uint64_t>(100 + i), i % 3 == 0 ? 0.0f : 0.9f);
+    if (i % 4 == 1) r.options.stop_strings = {"e t", "zz"};
+    if (i % 5 == 2) r.options.sampling.repeat_penalty = 1.3f;
+    requests.push_back(r);
+  }
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const EngineRequest& r : requests) {
+    auto submitted = engine.submit(r);
+    ASSERT_TRUE(submitted.stream);
+    streams.push_back(submitted.stream);
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const RequestStream::Update got = streams[i]->wait_all();
+    const GenerateResult want =
+        lone_generate(model_, *tokenizer_, requests[i].prompt_ids, requests[i].options, 128);
+    EXPECT_EQ(got.error, "");
+    EXPECT_EQ(got.text, want.text) << "request " << i;
+    EXPECT_EQ(got.finish_reason, want.finish_reason) << "request " << i;
+    EXPECT_EQ(got.generated_tokens, static_cast<int>(want.ids.size())) << "request " << i;
+    EXPECT_EQ(got.prompt_tokens, static_cast<int>(requests[i].prompt_ids.size()));
+  }
+  ASSERT_TRUE(engine.wait_idle(5s));
+  EXPECT_EQ(engine.stats().slots_in_use, 0);
+}
+
+TEST_F(BatchEngineTest, ContextFullFinishesAsLengthLikeGenerate) {
+  BatchEngine engine(model_, *tokenizer_, options(2));
+  EngineRequest r = request("Once upon a time", 500, 5);
+  auto got = engine.submit(r).stream->wait_all();
+  const GenerateResult want = lone_generate(model_, *tokenizer_, r.prompt_ids, r.options, 128);
+  EXPECT_EQ(got.text, want.text);
+  EXPECT_EQ(got.generated_tokens, static_cast<int>(want.ids.size()));
+  EXPECT_EQ(got.finish_reason, want.finish_reason);
+}
+
+TEST_F(BatchEngineTest, SlotsAreReusedAcrossManyRequests) {
+  BatchEngine engine(model_, *tokenizer_, options(2));
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (int i = 0; i < 10; ++i) {
+    streams.push_back(
+        engine.submit(request("Once upon a time", 12, static_cast<uint64_t>(i))).stream);
+  }
+  for (auto& s : streams) EXPECT_EQ(s->wait_all().error, "");
+  ASSERT_TRUE(engine.wait_idle(5s));
+  const EngineStats stats = engine.stats();
+  EXPECT_EQ(stats.slots_in_use, 0);
+  EXPECT_EQ(stats.running, 0);
+  EXPECT_EQ(stats.queued, 0);
+  EXPECT_EQ(stats.n_slots, 2);
+}
+
+TEST_F(BatchEngineTest, CancellationFreesTheSlotForTheNextRequest) {
+  BatchEngine engine(model_, *tokenizer_, options(1));
+  // Greedy over the whole context: long enough to still be running when cancelled.
+  auto running = engine.submit(request("Once upon a time", 120, 1, 0.0f)).stream;
+  auto waiting = engine.submit(request("Hello", 5, 2)).stream;
+  engine.cancel(running);
+  const RequestStream::Update cancelled = running->wait_all();
+  EXPECT_TRUE(cancelled.finished);
+  const RequestStream::Update next = waiting->wait_all();
+  EXPECT_EQ(next.error, "");
+  EXPECT_GT(next.generated_tokens, 0);
+  // Cancelling a queued request drops it without running it.
+  auto blocker = engine.submit(request("Once upon a time", 120, 3, 0.0f)).stream;
+  auto queued = engine.submit(request("Hello", 5, 4)).stream;
+  engine.cancel(queued);
+  EXPECT_EQ(queued->wait_all().error, "cancelled");
+  engine.cancel(blocker);
+  ASSERT_TRUE(engine.wait_idle(5s));
+  EXPECT_EQ(engine.stats().slots_in_use, 0);
+  engine.cancel(queued);  // harmless after the end
+}
+
+TEST_F(BatchEngineTest, QueueIsBoundedAndCloseRefusesNewWork) {
+  BatchEngine engine(model_, *tokenizer_, options(1, 2));
+  std::vector<EngineRequest> requests;  // built first, so the submits follow each other closely
+  for (int i = 0; i < 6; ++i)
+    requests.push_back(request("Once upon a time", 120, static_cast<uint64_t>(i), 0.0f));
+  std::vector<std::shared_ptr<RequestStream>> accepted;
+  int refused = 0;
+  for (const EngineRequest& r : requests) {
+    auto s = engine.submit(r);
+    if (s.stream) {
+      accepted.push_back(s.stream);
+    } else {
+      EXPECT_EQ(s.rejection, BatchEngine::Rejection::queue_full);
+      ++refused;
+    }
+  }
+  // One slot plus two queue places (whether or not the first has started yet).
+  EXPECT_EQ(accepted.size(), 3u);
+  EXPECT_EQ(refused, 3);
+  engine.close();
+  auto late = engine.submit(request("Hello", 5, 9));
+  EXPECT_FALSE(late.stream);
+  EXPECT_EQ(late.rejection, BatchEngine::Rejection::closed);
+  for (auto& s : accepted) EXPECT_EQ(s->wait_all().error, "");  // accepted work still completes
+  ASSERT_TRUE(engine.wait_idle(5s));
+}
+
+TEST_F(BatchEngineTest, InvalidRequestsThrowAndZeroTokensFinishAtOnce) {
+  BatchEngine engine(model_, *tokenizer_, options(1));
+  EngineRequest empty = request("x", 5, 1);
+  empty.prompt_ids.clear();
+  EXPECT_THROW(engine.submit(empty), Error);
+  EngineRequest too_long = request("x", 5, 1);
+  too_long.prompt_ids.assign(128, 65);
+  EXPECT_THROW(engine.submit(too_long), Error);
+  EngineRequest bad_id = request("x", 5, 1);
+  bad_id.prompt_ids.push_back(model_->config().vocab_size);
+  EXPECT_THROW(engine.submit(bad_id), Error);
+  EngineRequest bad_stop = request("x", 5, 1);
+  bad_stop.options.stop_strings = {""};
+  EXPECT_THROW(engine.submit(bad_stop), Error);
+  const auto none = engine.submit(request("Once", 0, 1)).stream->wait_all();
+  EXPECT_EQ(none.text, "");
+  EXPECT_EQ(none.generated_tokens, 0);
+  EXPECT_EQ(none.finish_reason, FinishReason::length);
+}
+
+}  // namespace
+}  // namespace bitnet

@@ -1,0 +1,266 @@
+// bitnet serve's HTTP API in-process: OpenAI shapes for chat and text completions (plain and
+// streamed), models, health, metrics, CORS, the API key, and a 4xx error object for each kind of
+// bad request.
+
+#include <gtest/gtest.h>
+
+#include "server/sse_client.h"
+#include "server_fixture.h"
+
+namespace bitnet {
+namespace {
+
+using nlohmann::json;
+using test::http_get;
+using test::http_post;
+
+class ServerHttpTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    server_ = std::make_unique<test::RunningServer>(test::server_options(test::tiny_model()));
+    ASSERT_TRUE(server_->server().ready()) << server_->server().load_error().value_or("");
+  }
+  static void TearDownTestSuite() { server_.reset(); }
+  static int port() { return server_->port(); }
+
+  static inline std::unique_ptr<test::RunningServer> server_;
+};
+
+TEST_F(ServerHttpTest, HealthModelsAndCors) {
+  const auto health = http_get(port(), "/health");
+  EXPECT_EQ(health.status, 200);
+  EXPECT_EQ(health.json()["status"], "ok");
+  EXPECT_EQ(health.header("Access-Control-Allow-Origin"), "*");
+  EXPECT_EQ(health.header("X-Bitnet-Replica"), "127.0.0.1:" + std::to_string(port()));
+
+  const auto models = http_get(port(), "/v1/models").json();
+  EXPECT_EQ(models["object"], "list");
+  ASSERT_EQ(models["data"].size(), 1u);
+  EXPECT_EQ(models["data"][0]["id"], "server_tiny");
+  EXPECT_EQ(models["data"][0]["object"], "model");
+
+  httplib::Client client("127.0.0.1", port());
+  auto preflight =
+      client.Options("/v1/chat/completions",
+                     {{"Origin", "http://example.com"}, {"Access-Control-Request-Method", "POST"}});
+  ASSERT_TRUE(preflight);
+  EXPECT_EQ(preflight->status, 204);
+  EXPECT_EQ(preflight->get_header_value("Access-Control-Allow-Origin"), "*");
+  EXPECT_NE(preflight->get_header_value("Access-Control-Allow-Headers").find("Authorization"),
+            std::string::npos);
+}
+
+TEST_F(ServerHttpTest, ChatCompletionMatchesLoneGeneration) {
+  const json body = {{"model", "server_tiny"},
+                     {"messages",
+                      {{{"role", "system"}, {"content", "Be brief."}},
+                       {{"role", "user"}, {"content", "Hello there"}}}},
+                     {"max_tokens", 12},
+                     {"temperature", 0.9},
+                     {"seed", 11}};
+  const auto reply = http_post(port(), "/v1/chat/completions", body.dump());
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  const json r = reply.json();
+  EXPECT_EQ(r["object"], "chat.completion");
+  EXPECT_EQ(r["model"], "server_tiny");
+  EXPECT_EQ(r["id"].get<std::string>().rfind("chatcmpl-", 0), 0u);
+  ASSERT_EQ(r["choices"].size(), 1u);
+  EXPECT_EQ(r["choices"][0]["message"]["role"], "assistant");
+
+  const auto model = Model::load(test::tiny_model());
+  const Tokenizer tokenizer = Tokenizer::load(test::tiny_model());
+  // BitNet 2B-4T's format, which the test tokenizer's chat_template is.
+  const auto prompt = tokenizer.encode(
+      "<|begin_of_text|>System: Be brief.<|eot_id|>User: Hello there<|eot_id|>Assistant: ", false);
+  GenerateOptions options;
+  options.max_new_tokens = 12;
+  options.sampling.temperature = 0.9f;
+  options.sampling.seed = 11;
+  options.stop_ids = default_stop_ids(model->config(), tokenizer);
+  const GenerateResult want = test::lone_generate(model, tokenizer, prompt, options, 128);
+  EXPECT_EQ(r["choices"][0]["message"]["content"], want.text);
+  EXPECT_EQ(r["choices"][0]["finish_reason"],
+            want.finish_reason == FinishReason::stop ? "stop" : "length");
+  EXPECT_EQ(r["usage"]["prompt_tokens"], prompt.size());
+  EXPECT_EQ(r["usage"]["completion_tokens"], want.ids.size());
+  EXPECT_EQ(r["usage"]["total_tokens"], prompt.size() + want.ids.size());
+}
+
+TEST_F(ServerHttpTest, StreamedCompletionEqualsThePlainOne) {
+  json body = {
+      {"prompt", "Once upon a time"}, {"max_tokens", 20}, {"seed", 5}, {"model", "bitnet"}};
+  const json plain = http_post(port(), "/v1/completions", body.dump()).json();
+  ASSERT_EQ(plain["object"], "text_completion") << plain.dump();
+
+  body["stream"] = true;
+  body["stream_options"] = {{"include_usage", true}};
+  std::vector<json> events;
+  bool done = false;
+  const auto result = server::post_sse("127.0.0.1", port(), "/v1/completions", body.dump(),
+                                       [&](const std::string& data) {
+                                         if (data == "[DONE]") {
+                                           done = true;
+                                         } else {
+                                           events.push_back(json::parse(data));
+                                         }
+                                         return true;
+                                       });
+  EXPECT_EQ(result.status, 200);
+  EXPECT_EQ(result.headers.at("Content-Type"), "text/event-stream");
+  EXPECT_TRUE(done);
+  ASSERT_GE(events.size(), 2u);
+  std::string text;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    EXPECT_EQ(events[i]["object"], "text_completion");
+    EXPECT_TRUE(events[i]["usage"].is_null());
+    text += events[i]["choices"][0]["text"].get<std::string>();
+  }
+  EXPECT_EQ(text, plain["choices"][0]["text"]);
+  EXPECT_EQ(events[events.size() - 2]["choices"][0]["finish_reason"],
+            plain["choices"][0]["finish_reason"]);
+  const json& last = events.back();
+  EXPECT_TRUE(last["choices"].empty());
+  EXPECT_EQ(last["usage"], plain["usage"]);
+}
+
+TEST_F(ServerHttpTest, ChatStreamOpensWithTheRoleAndStopsAtStopStrings) {
+  const json body = {{"messages", {{{"role", "user"}, {"content", "Tell me a story"}}}},
+                     {"max_tokens", 30},
+                     {"seed", 2},
+                     {"temperature", 0}};
+  const std::string full = http_post(port(), "/v1/chat/completions", body.dump())
+                               .json()["choices"][0]["message"]["content"];
+  ASSERT_GE(full.size(), 6u);
+  json streamed = body;
+  streamed["stream"] = true;
+  streamed["stop"] = full.substr(3, 3);
+  std::vector<json> events;
+  server::post_sse("127.0.0.1", port(), "/v1/chat/completions", streamed.dump(),
+                   [&](const std::string& data) {
+                     if (data != "[DONE]") events.push_back(json::parse(data));
+                     return true;
+                   });
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events[0]["object"], "chat.completion.chunk");
+  EXPECT_EQ(events[0]["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_FALSE(events.back().contains("usage"));  // not asked for
+  std::string text;
+  for (const json& e : events) text += e["choices"][0]["delta"].value("content", "");
+  EXPECT_EQ(text, full.substr(0, full.find(full.substr(3, 3))));
+  EXPECT_EQ(events.back()["choices"][0]["finish_reason"], "stop");
+}
+
+struct BadRequest {
+  const char* name;
+  const char* path;
+  std::string body;
+  int status;
+  const char* param;  // nullptr: null
+  const char* code;
+};
+
+TEST_F(ServerHttpTest, BadRequestsGetOpenAIErrorObjects) {
+  const std::string long_prompt(2000, 'x');
+  const std::vector<BadRequest> cases = {
+      {"malformed JSON", "/v1/chat/completions", "{\"messages\": [", 400, nullptr, "invalid_json"},
+      {"not an object", "/v1/completions", "[1, 2]", 400, nullptr, "invalid_json"},
+      {"messages not an array", "/v1/chat/completions", R"({"messages": "hi"})", 400, "messages",
+       "invalid_type"},
+      {"missing messages", "/v1/chat/completions", R"({"max_tokens": 3})", 400, "messages",
+       "missing_required_parameter"},
+      {"bad role", "/v1/chat/completions", R"({"messages": [{"role": "wizard", "content": "x"}]})",
+       400, "messages[0].role", "invalid_value"},
+      {"max_tokens a string", "/v1/completions", R"({"prompt": "x", "max_tokens": "ten"})", 400,
+       "max_tokens", "invalid_type"},
+      {"max_tokens zero", "/v1/completions", R"({"prompt": "x", "max_tokens": 0})", 400,
+       "max_tokens", "invalid_value"},
+      {"max_tokens over the limit", "/v1/completions", R"({"prompt": "x", "max_tokens": 100000})",
+       400, "max_tokens", "invalid_value"},
+      {"negative temperature", "/v1/completions", R"({"prompt": "x", "temperature": -1})", 400,
+       "temperature", "invalid_value"},
+      {"top_p zero", "/v1/completions", R"({"prompt": "x", "top_p": 0})", 400, "top_p",
+       "invalid_value"},
+      {"stop not strings", "/v1/completions", R"({"prompt": "x", "stop": [1]})", 400, "stop",
+       "invalid_type"},
+      {"empty stop", "/v1/completions", R"({"prompt": "x", "stop": ""})", 400, "stop",
+       "invalid_value"},
+      {"stream not a bool", "/v1/completions", R"({"prompt": "x", "stream": "yes"})", 400, "stream",
+       "invalid_type"},
+      {"n > 1", "/v1/completions", R"({"prompt": "x", "n": 2})", 400, "n", "invalid_value"},
+      {"prompt not text", "/v1/completions", R"({"prompt": 5})", 400, "prompt", "invalid_type"},
+      {"unknown model", "/v1/completions", R"({"prompt": "x", "model": "gpt-4o"})", 404, "model",
+       "model_not_found"},
+      {"prompt over the context", "/v1/completions", json({{"prompt", long_prompt}}).dump(), 400,
+       "prompt", "context_length_exceeded"},
+      {"body over --max-body", "/v1/completions", std::string(2 << 20, ' '), 413, nullptr,
+       "request_too_large"},
+      {"unknown route", "/v1/embeddings", "{}", 404, nullptr, "not_found"},
+  };
+  for (const BadRequest& c : cases) {
+    const auto reply = http_post(port(), c.path, c.body);
+    EXPECT_EQ(reply.status, c.status) << c.name << ": " << reply.body;
+    const json error = reply.json()["error"];
+    ASSERT_TRUE(error.is_object()) << c.name << ": " << reply.body;
+    EXPECT_TRUE(error["message"].is_string()) << c.name;
+    EXPECT_EQ(error["type"], "invalid_request_error") << c.name;
+    EXPECT_EQ(error["param"], c.param ? json(c.param) : json(nullptr)) << c.name;
+    EXPECT_EQ(error["code"], c.code) << c.name;
+  }
+  EXPECT_EQ(http_get(port(), "/health").status, 200);  // still serving
+}
+
+TEST_F(ServerHttpTest, MetricsUsePrometheusTextFormat) {
+  http_post(port(), "/v1/completions", R"({"prompt": "Hi", "max_tokens": 3})");
+  const auto reply = http_get(port(), "/metrics");
+  EXPECT_EQ(reply.status, 200);
+  EXPECT_EQ(reply.header("Content-Type").rfind("text/plain; version=0.0.4", 0), 0u);
+  const std::string& m = reply.body;
+  for (const char* needle :
+       {"# TYPE bitnet_requests_total counter",
+        "bitnet_requests_total{endpoint=\"/v1/completions\",status=\"200\"}",
+        "# TYPE bitnet_prompt_tokens_total counter", "# TYPE bitnet_generated_tokens_total counter",
+        "# TYPE bitnet_queue_depth gauge", "# TYPE bitnet_running_sequences gauge",
+        "# TYPE bitnet_kv_slots_in_use gauge",
+        "# TYPE bitnet_time_to_first_token_seconds histogram",
+        "bitnet_time_to_first_token_seconds_bucket{le=\"+Inf\"}",
+        "# TYPE bitnet_inter_token_latency_seconds histogram",
+        "bitnet_inter_token_latency_seconds_count"}) {
+    EXPECT_NE(m.find(needle), std::string::npos) << needle;
+  }
+  EXPECT_GE(test::metric_value(m, "bitnet_generated_tokens_total").value_or(0), 3);
+  EXPECT_EQ(test::metric_value(m, "bitnet_kv_slots_total"), 4);
+}
+
+TEST(ServerAuth, ApiKeyGuardsTheApiButNotProbes) {
+  server::ServerOptions options = test::server_options(test::tiny_model(), 1);
+  options.api_key = "sekret";
+  test::RunningServer server(options);
+  const std::string body = R"({"prompt": "Hi", "max_tokens": 2})";
+  const auto missing = http_post(server.port(), "/v1/completions", body);
+  EXPECT_EQ(missing.status, 401);
+  EXPECT_EQ(missing.json()["error"]["code"], "invalid_api_key");
+  EXPECT_EQ(
+      http_post(server.port(), "/v1/completions", body, {{"Authorization", "Bearer nope"}}).status,
+      401);
+  EXPECT_EQ(http_get(server.port(), "/v1/models").status, 401);
+  EXPECT_EQ(http_post(server.port(), "/v1/completions", body, {{"Authorization", "Bearer sekret"}})
+                .status,
+            200);
+  EXPECT_EQ(http_get(server.port(), "/health").status, 200);
+  EXPECT_EQ(http_get(server.port(), "/metrics").status, 200);
+}
+
+TEST(ServerLoading, HealthAndRequestsAre503AfterAFailedLoad) {
+  test::TempDir empty;
+  test::RunningServer server(test::server_options(empty.path(), 1));
+  ASSERT_TRUE(server.server().load_error().has_value());
+  const auto health = http_get(server.port(), "/health");
+  EXPECT_EQ(health.status, 503);
+  EXPECT_EQ(health.json()["status"], "error");
+  const auto reply = http_post(server.port(), "/v1/completions", R"({"prompt": "x"})");
+  EXPECT_EQ(reply.status, 503);
+  EXPECT_EQ(reply.json()["error"]["type"], "server_error");
+}
+
+}  // namespace
+}  // namespace bitnet
