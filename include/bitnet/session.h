@@ -23,7 +23,7 @@ KvCacheType parse_kv_cache_type(const std::string& name);  // "f32", "f16", "q8"
 struct SessionOptions {
   int context_length = 0;        // 0 = the model's max_position_embeddings
   int n_threads = 0;             // 0 = physical cores
-  int max_batch = 128;           // prompt tokens per forward pass; longer prompts run in chunks
+  int max_batch = 512;           // prompt tokens per forward pass; longer prompts run in chunks
   std::string kernels = "auto";  // auto, scalar, avx2, avx512
   KvCacheType kv_cache = KvCacheType::f16;  // halves f32's bytes; f32 is the exact path
 };

@@ -8,6 +8,10 @@
 
 namespace bitnet {
 
+// Drops this process's mapping of the whole pages inside range of a file mapping; they stay in
+// the page cache and fault back in on the next read.
+void release_pages(std::span<const uint8_t> range);
+
 class MappedFile {
  public:
   MappedFile() = default;
@@ -20,11 +24,35 @@ class MappedFile {
   ~MappedFile();
 
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
+  // Drops this process's mapping of the whole pages inside range (they stay in the page cache
+  // and fault back in on the next read), so a pass over the file does not count as resident.
+  void release(std::span<const uint8_t> range) const { release_pages(range); }
   const std::filesystem::path& path() const { return path_; }
 
  private:
   std::filesystem::path path_;
   const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Zero-filled anonymous memory whose pages become resident only when written, so a buffer sized
+// for the worst case (a KV cache for the whole context) costs memory in proportion to use.
+class ZeroedBuffer {
+ public:
+  ZeroedBuffer() = default;
+  explicit ZeroedBuffer(size_t bytes);
+  ZeroedBuffer(ZeroedBuffer&& other) noexcept;
+  ZeroedBuffer& operator=(ZeroedBuffer&& other) noexcept;
+  ZeroedBuffer(const ZeroedBuffer&) = delete;
+  ZeroedBuffer& operator=(const ZeroedBuffer&) = delete;
+  ~ZeroedBuffer();
+
+  uint8_t* data() { return data_; }
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  uint8_t* data_ = nullptr;
   size_t size_ = 0;
 };
 

@@ -15,6 +15,7 @@
 #include "bitnet/model_path.h"
 #include "bitnet/session.h"
 #include "cli/commands.h"
+#include "model/weights.h"
 
 namespace bitnet::cli {
 namespace {
@@ -68,6 +69,12 @@ int bench(BenchArgs args) {
   progress.finish();
   const ModelConfig& c = model->config();
   const Model::Sizes sizes = model->sizes();
+  // What the model holds: a converted file keeps the formats it was written with.
+  const Model::Weights& weights = model->weights();
+  const std::string ternary =
+      weights.layers.empty() ? "-" : format_name(weights.layers[0].qkv.format);
+  const std::string lm_head =
+      weights.output_head.rows > 0 ? format_name(weights.output_head.format) : "bf16";
 
   std::mt19937 rng(1234);
   auto random_tokens = [&](int n) {

@@ -128,6 +128,8 @@ std::unique_ptr<Model::Weights> load_converted_weights(const std::shared_ptr<con
       return v;
     };
     w->embed = dense("embed");
+    // Read a row at a time unless a bf16 head reads the whole table every token anyway.
+    w->embed.release_rows_after_read = !(w->lm_head_tied && head_format == LmHeadFormat::bf16);
     w->lm_head_tied = meta.at("lm_head_tied").get<bool>();
     if (!w->lm_head_tied) w->lm_head_own = dense("lm_head");
     const int64_t shapes[4][2] = {{c.q_dim() + 2 * c.kv_dim(), c.hidden_dim},

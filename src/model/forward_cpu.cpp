@@ -79,16 +79,30 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch,
 
   for (int64_t t = 0; t < n; ++t) w.embed.row_to_f32(batch[t].token, x_.data() + t * hidden);
 
+  // Per-token work runs across the pool during prefill (one token runs inline), each token's
+  // int8 quantization fused into the op that produces its input.
+  auto per_token = [&](auto&& fn) {
+    pool_.parallel_for(n, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) fn(t);
+    });
+  };
+  auto size_for = [&](QuantizedActs& acts, int64_t cols) {
+    if (acts.cols != cols || static_cast<int64_t>(acts.scale.size()) < n) acts.resize(n, cols);
+  };
+
   for (int l = 0; l < c_.n_layers; ++l) {
     const LayerWeights& lw = w.layers[l];
 
     // Attention block: norm -> fused q,k,v -> RoPE -> cache write -> attention -> sub-norm ->
     // o_proj.
-    for (int64_t t = 0; t < n; ++t)
-      rmsnorm(x_.data() + t * hidden, lw.input_norm.data(), xb_.data() + t * hidden, hidden, eps);
-    quantize_activations(xb_.data(), hidden, n, hidden, acts_hidden_);
+    size_for(acts_hidden_, hidden);
+    per_token([&](int64_t t) {
+      float* normed = xb_.data() + t * hidden;
+      rmsnorm(x_.data() + t * hidden, lw.input_norm.data(), normed, hidden, eps);
+      quantize_activation_row(normed, t, acts_hidden_);
+    });
     ternary_matmul(pool_, isa_, lw.qkv, acts_hidden_, n, qkv_.data(), qkv_dim);
-    for (int64_t t = 0; t < n; ++t) {
+    per_token([&](int64_t t) {
       const BatchToken& bt = batch[t];
       float* q = qkv_.data() + t * qkv_dim;
       float* k = q + q_dim;
@@ -98,30 +112,41 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch,
       rope(q, c_.n_heads, c_.head_dim, cos, sin);
       rope(k, c_.n_kv_heads, c_.head_dim, cos, sin);
       kv.write(bt.slot, l, bt.pos, k, v);
-    }
+    });
     attention(kv, l, batch);
-    for (int64_t t = 0; t < n; ++t)
-      rmsnorm(attn_out_.data() + t * q_dim, lw.attn_sub_norm.data(), xb_.data() + t * q_dim, q_dim,
-              eps);
-    quantize_activations(xb_.data(), q_dim, n, q_dim, acts_hidden_);
+    size_for(acts_hidden_, q_dim);
+    per_token([&](int64_t t) {
+      float* normed = xb_.data() + t * q_dim;
+      rmsnorm(attn_out_.data() + t * q_dim, lw.attn_sub_norm.data(), normed, q_dim, eps);
+      quantize_activation_row(normed, t, acts_hidden_);
+    });
     ternary_matmul(pool_, isa_, lw.o, acts_hidden_, n, proj_.data(), hidden);
-    for (int64_t i = 0; i < n * hidden; ++i) x_[i] += proj_[i];
 
     // FFN block: norm -> fused gate,up -> relu(gate)^2 * up -> sub-norm -> down_proj.
-    for (int64_t t = 0; t < n; ++t)
-      rmsnorm(x_.data() + t * hidden, lw.post_attn_norm.data(), xb_.data() + t * hidden, hidden,
-              eps);
-    quantize_activations(xb_.data(), hidden, n, hidden, acts_hidden_);
+    size_for(acts_hidden_, hidden);
+    per_token([&](int64_t t) {
+      float* x = x_.data() + t * hidden;
+      const float* o = proj_.data() + t * hidden;
+      for (int64_t i = 0; i < hidden; ++i) x[i] += o[i];  // attention residual
+      float* normed = xb_.data() + t * hidden;
+      rmsnorm(x, lw.post_attn_norm.data(), normed, hidden, eps);
+      quantize_activation_row(normed, t, acts_hidden_);
+    });
     ternary_matmul(pool_, isa_, lw.gate_up, acts_hidden_, n, gate_up_.data(), 2 * ffn);
-    for (int64_t t = 0; t < n; ++t) {
+    size_for(acts_ffn_, ffn);
+    per_token([&](int64_t t) {
       const float* gate = gate_up_.data() + t * 2 * ffn;
       float* h = xb_.data() + t * ffn;
       relu2_mul(gate, gate + ffn, h, ffn);
       rmsnorm(h, lw.ffn_sub_norm.data(), h, ffn, eps);
-    }
-    quantize_activations(xb_.data(), ffn, n, ffn, acts_ffn_);
+      quantize_activation_row(h, t, acts_ffn_);
+    });
     ternary_matmul(pool_, isa_, lw.down, acts_ffn_, n, proj_.data(), hidden);
-    for (int64_t i = 0; i < n * hidden; ++i) x_[i] += proj_[i];
+    per_token([&](int64_t t) {
+      float* x = x_.data() + t * hidden;
+      const float* d = proj_.data() + t * hidden;
+      for (int64_t i = 0; i < hidden; ++i) x[i] += d[i];  // FFN residual
+    });
 
     if (observer) observer(l, x_.data(), n);
   }

@@ -26,8 +26,8 @@ KvCache::KvCache(const ModelConfig& config, int n_slots, int context_length, KvC
     throw Error("context length must be positive, got " + std::to_string(context_length));
   const size_t heads = static_cast<size_t>(n_slots) * n_layers_ * n_kv_heads_;
   const size_t elements = heads * padded_positions_ * head_dim_;
-  keys_.assign(elements * element_bytes_, 0);
-  values_.assign(elements * element_bytes_, 0);
+  keys_ = ZeroedBuffer(elements * element_bytes_);
+  values_ = ZeroedBuffer(elements * element_bytes_);
   if (type == KvCacheType::q8) {
     key_scales_.assign(heads * padded_positions_, 0.0f);
     value_scales_.assign(heads * padded_positions_, 0.0f);

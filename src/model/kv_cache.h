@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "base/mapped_file.h"
 #include "bitnet/config.h"
 #include "bitnet/session.h"
 #include "kernels/cpu/attention.h"
@@ -44,7 +45,7 @@ class KvCache {
   int n_slots_, n_layers_, n_kv_heads_, head_dim_, context_length_;
   int64_t padded_positions_;  // context_length rounded up to whole key blocks
   size_t element_bytes_;
-  std::vector<uint8_t> keys_, values_;            // [slot][layer][kv_head][padded_positions x hd]
+  ZeroedBuffer keys_, values_;  // [slot][layer][kv_head][padded_positions x hd]; resident as written
   std::vector<float> key_scales_, value_scales_;  // q8: [slot][layer][kv_head][padded_positions]
 };
 

@@ -18,6 +18,10 @@ struct DenseMatrix {
   DType dtype = DType::BF16;
   const void* data = nullptr;
   std::vector<uint8_t> storage;  // owns `data` when converted at load
+  // Mapped rows read one at a time (an embedding table that is not also the lm_head): each
+  // read's pages are unmapped again, since the kernel maps large page-cache folios around every
+  // row and unread rows would otherwise pile up as resident memory.
+  bool release_rows_after_read = false;
 
   void row_to_f32(int64_t r, float* out) const;
   // y[r] = W[r] . x for rows [row_begin, row_end)

@@ -19,23 +19,24 @@ void quantize_activations(const float* x, int64_t x_stride, int64_t n_tokens, in
                           QuantizedActs& out) {
   if (out.cols != cols || static_cast<int64_t>(out.scale.size()) < n_tokens)
     out.resize(n_tokens, cols);
-  for (int64_t n = 0; n < n_tokens; ++n) {
-    const float* xn = x + n * x_stride;
-    float max_abs = 0.0f;
-    for (int64_t k = 0; k < cols; ++k) max_abs = std::max(max_abs, std::fabs(xn[k]));
-    const float s = 127.0f / std::max(max_abs, 1e-5f);
-    int8_t* qn = out.q.data() + n * out.stride;
-    int32_t sum = 0;
-    for (int64_t k = 0; k < cols; ++k) {
-      // nearbyint rounds half to even in the default rounding mode, as torch.round does.
-      float v = std::nearbyint(xn[k] * s);
-      v = std::clamp(v, -128.0f, 127.0f);
-      qn[k] = static_cast<int8_t>(v);
-      sum += qn[k];
-    }
-    out.scale[n] = s;
-    out.sum[n] = sum;
+  for (int64_t n = 0; n < n_tokens; ++n) quantize_activation_row(x + n * x_stride, n, out);
+}
+
+void quantize_activation_row(const float* x, int64_t row, QuantizedActs& out) {
+  const int64_t cols = out.cols;
+  float max_abs = 0.0f;
+  for (int64_t k = 0; k < cols; ++k) max_abs = std::max(max_abs, std::fabs(x[k]));
+  const float s = 127.0f / std::max(max_abs, 1e-5f);
+  int8_t* q = out.q.data() + row * out.stride;
+  int32_t sum = 0;
+  for (int64_t k = 0; k < cols; ++k) {
+    // nearbyint rounds half to even in the default rounding mode, as torch.round does.
+    const float v = std::clamp(std::nearbyint(x[k] * s), -128.0f, 127.0f);
+    q[k] = static_cast<int8_t>(v);
+    sum += q[k];
   }
+  out.scale[row] = s;
+  out.sum[row] = sum;
 }
 
 void ternary_matmul_scalar(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens,

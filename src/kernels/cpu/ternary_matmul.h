@@ -37,6 +37,8 @@ struct QuantizedActs {
 
 void quantize_activations(const float* x, int64_t x_stride, int64_t n_tokens, int64_t cols,
                           QuantizedActs& out);
+// One token's row of an already sized `out` (rows may be quantized concurrently).
+void quantize_activation_row(const float* x, int64_t row, QuantizedActs& out);
 
 // Computes rows [row_begin, row_end) of y for n_tokens tokens.
 using TernaryMatmulFn = void (*)(const TernaryMatrix& w, const QuantizedActs& acts,
