@@ -11,7 +11,8 @@ namespace bitnet::cli {
 
 Action add_convert(CLI::App& app) {
   struct Args {
-    std::string model, out, ternary = "i2", lm_head = "int8";
+    std::string model, out, ternary = format_name(LoadOptions{}.ternary),
+                            lm_head = format_name(LoadOptions{}.lm_head);
     int threads = 0;
     bool quiet = false;
   };
@@ -21,7 +22,7 @@ Action add_convert(CLI::App& app) {
   cmd->add_option("model", args->model, "Model directory (HuggingFace layout) or repo id")
       ->required();
   cmd->add_option("-o,--output", args->out, "File to write, e.g. model.bitnet")->required();
-  cmd->add_option("--ternary", args->ternary, "Ternary weight format: i2 (2 bits) or t5 (1.6 bits)")
+  cmd->add_option("--ternary", args->ternary, "Ternary weight format: t5 (1.6 bits) or i2 (2 bits)")
       ->capture_default_str();
   cmd->add_option("--lm-head", args->lm_head, "lm_head format: int8, bf16 or q4")
       ->capture_default_str();

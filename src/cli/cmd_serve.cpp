@@ -5,6 +5,7 @@
 #include <ctime>
 
 #include "bitnet/error.h"
+#include "bitnet/model_path.h"
 #include "cli/commands.h"
 #include "server/http_server.h"
 
@@ -14,7 +15,7 @@ namespace {
 struct ServeArgs {
   server::ServerOptions server;
   int drain_seconds = 60;
-  std::string kv_cache = "f32";
+  FormatArgs formats;
 };
 
 // Waits for SIGTERM or SIGINT (blocked in every thread, so they queue for sigtimedwait), then
@@ -62,7 +63,7 @@ Action add_serve(CLI::App& app) {
   server::ServerOptions& o = args->server;
   o.engine.n_slots = 4;
   CLI::App* cmd = app.add_subcommand("serve", "Serve an OpenAI-compatible HTTP API");
-  cmd->add_option("-m,--model", o.model_path, "Model directory (HuggingFace layout)")->required();
+  add_model_option(*cmd, o.model_path);
   cmd->add_option("--host", o.host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", o.port, "Port; 0 picks a free one")
       ->capture_default_str()
@@ -112,12 +113,13 @@ Action add_serve(CLI::App& app) {
   cmd->add_option("--chat-template", o.chat_template,
                   "Chat format: bitnet or llama3 (default: recognized from the tokenizer)")
       ->check(CLI::IsMember({"bitnet", "llama3"}));
-  cmd->add_option("--kv-cache", args->kv_cache, "KV-cache storage: f32, f16 or q8")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"f32", "f16", "q8"}));
+  add_format_options(*cmd, args->formats);
   cmd->add_flag("--log-requests", o.log_requests, "Log one line per request on stderr");
   return [args] {
-    args->server.engine.kv_cache = parse_kv_cache_type(args->kv_cache);
+    args->server.model_path = resolve_model_path(args->server.model_path).string();
+    SessionOptions session;
+    args->formats.apply(args->server.load, session);
+    args->server.engine.kv_cache = session.kv_cache;
     args->server.default_sampling.validate();
     return serve(*args);
   };

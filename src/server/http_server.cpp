@@ -147,7 +147,7 @@ int Server::start() {
 void Server::load() {
   try {
     auto tokenizer = std::make_unique<Tokenizer>(Tokenizer::load(options_.model_path));
-    LoadOptions load_options;
+    LoadOptions load_options = options_.load;
     load_options.n_threads = options_.engine.n_threads;
     model_ = Model::load(options_.model_path, load_options);
     for (const std::string& w : model_->warnings())

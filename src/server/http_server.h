@@ -37,6 +37,7 @@ struct ServerOptions {
   int port = 8080;      // 0 picks a free port
   std::string api_key;  // when set, /v1/* needs "Authorization: Bearer <key>"
   EngineOptions engine;
+  LoadOptions load;  // lm_head and ternary formats (a converted file carries its own)
   size_t max_body_bytes = 1 << 20;
   int max_prompt_tokens = 0;  // 0 = the slot's context - 1
   int max_tokens_limit = 0;   // the largest max_tokens accepted; 0 = the slot's context
