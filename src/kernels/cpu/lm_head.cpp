@@ -82,7 +82,12 @@ void LmHead::set_row(int64_t r, const float* values) {
 
 void LmHead::matvec(CpuIsa isa, const float* x, float* y, int64_t row_begin,
                     int64_t row_end) const {
-  // The kernels read x in whole 16-lane chunks: give them a zero-padded copy.
+  // The kernels read x in whole 16-lane chunks: give them a zero-padded copy unless x already
+  // ends on a chunk (the model's hidden sizes do).
+  if (cols == padded_cols()) {
+    lm_head_kernel(isa)(*this, x, y, row_begin, row_end);
+    return;
+  }
   thread_local std::vector<float> x_padded;
   x_padded.assign(static_cast<size_t>(padded_cols()), 0.0f);
   std::copy_n(x, cols, x_padded.data());
