@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 #include "server/sse_client.h"
 #include "server_fixture.h"
 
@@ -211,7 +214,13 @@ TEST_F(ServerHttpTest, BadRequestsGetOpenAIErrorObjects) {
 
 TEST_F(ServerHttpTest, MetricsUsePrometheusTextFormat) {
   http_post(port(), "/v1/completions", R"({"prompt": "Hi", "max_tokens": 3})");
-  const auto reply = http_get(port(), "/metrics");
+  // A request is counted when its response has been written (httplib's logger), which can be
+  // just after the client has read it: poll briefly.
+  auto reply = http_get(port(), "/metrics");
+  for (int i = 0; i < 200 && reply.body.find("status=\"200\"") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    reply = http_get(port(), "/metrics");
+  }
   EXPECT_EQ(reply.status, 200);
   EXPECT_EQ(reply.header("Content-Type").rfind("text/plain; version=0.0.4", 0), 0u);
   const std::string& m = reply.body;
