@@ -1,4 +1,5 @@
 #include "runtime/batch_engine.h"
+#include "runtime/stop_strings.h"
 
 #include <algorithm>
 #include <numeric>
@@ -16,21 +17,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
-}
-
-// Length of the longest suffix of text that is a proper prefix of some stop string: that much
-// is held back because the next token may complete the stop string (as generate() does).
-size_t stop_prefix_overlap(const std::string& text, const std::vector<std::string>& stops) {
-  size_t hold = 0;
-  for (const std::string& stop : stops) {
-    for (size_t len = std::min(stop.size() - 1, text.size()); len > hold; --len) {
-      if (text.compare(text.size() - len, len, stop, 0, len) == 0) {
-        hold = len;
-        break;
-      }
-    }
-  }
-  return hold;
 }
 
 }  // namespace

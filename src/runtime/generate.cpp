@@ -3,6 +3,7 @@
 
 #include "bitnet/error.h"
 #include "bitnet/generate.h"
+#include "runtime/stop_strings.h"
 
 namespace bitnet {
 namespace {
@@ -11,21 +12,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-// Length of the longest suffix of text that is a proper prefix of some stop string: that much
-// must be held back because the next token may complete the stop string.
-size_t stop_prefix_overlap(const std::string& text, const std::vector<std::string>& stops) {
-  size_t hold = 0;
-  for (const std::string& stop : stops) {
-    for (size_t len = std::min(stop.size() - 1, text.size()); len > hold; --len) {
-      if (text.compare(text.size() - len, len, stop, 0, len) == 0) {
-        hold = len;
-        break;
-      }
-    }
-  }
-  return hold;
 }
 
 }  // namespace
