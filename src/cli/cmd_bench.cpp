@@ -194,9 +194,8 @@ int bench(BenchArgs args) {
       "model: %s | %.2f GB | %.2f B params | %s kernels | ternary %s %.0f MB | lm_head %s %.0f MB "
       "| KV %s\n",
       args.model.c_str(), model_gb, static_cast<double>(sizes.n_params) / 1e9, kernels_used.c_str(),
-      ternary.c_str(), static_cast<double>(sizes.ternary) / 1e6,
-      lm_head.c_str(), static_cast<double>(sizes.lm_head) / 1e6,
-      args.formats.kv_cache.c_str());
+      ternary.c_str(), static_cast<double>(sizes.ternary) / 1e6, lm_head.c_str(),
+      static_cast<double>(sizes.lm_head) / 1e6, args.formats.kv_cache.c_str());
   for (const auto& [t, gbps] : bandwidth)
     std::printf("measured read bandwidth, %d threads: %.1f GB/s\n", t, gbps);
   std::printf(

@@ -21,13 +21,10 @@ struct ChatArgs {
   std::string system;
   std::string chat_template;
   int n_predict = 1024;
-  int n_threads = 0;
-  int context = 0;
   int64_t seed = -1;
   bool quiet = false;
   bool no_stats = false;
-  std::string kernels = "auto";
-  FormatArgs formats;
+  SessionArgs session;
   SamplingParams sampling;
 };
 
@@ -251,11 +248,8 @@ int chat(const ChatArgs& args) {
 
   LoadOptions load_options;
   SessionOptions session_options;
-  args.formats.apply(load_options, session_options);
+  args.session.apply(load_options, session_options);
   auto model = load_model_with_progress(model_dir, args.quiet, load_options);
-  session_options.context_length = args.context;
-  session_options.n_threads = args.n_threads;
-  session_options.kernels = args.kernels;
   Session session(model, session_options);
   ChatSession chat(session, tokenizer, format, args.system);
   chat.on_context_trimmed = [](int dropped, int kept) {
@@ -287,16 +281,9 @@ Action add_chat(CLI::App& app) {
   cmd->add_option("-n,--n-predict", args->n_predict, "Maximum tokens per reply")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("-t,--threads", args->n_threads, "Threads (default: physical cores)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("-c,--ctx-size", args->context,
-                  "Context length (default: the model's max_position_embeddings)")
-      ->check(CLI::NonNegativeNumber);
   add_sampling_options(*cmd, args->sampling);
   cmd->add_option("-s,--seed", args->seed, "Sampling seed (default: random)");
-  cmd->add_option("--kernels", args->kernels, "CPU kernels: auto, scalar, avx2, avx512")
-      ->capture_default_str();
-  add_format_options(*cmd, args->formats);
+  add_session_options(*cmd, args->session);
   cmd->add_flag("--no-stats", args->no_stats, "Do not print speeds after each reply");
   cmd->add_flag("-q,--quiet", args->quiet, "No loading progress on stderr");
   return [args] {

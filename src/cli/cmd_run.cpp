@@ -18,14 +18,11 @@ struct RunArgs {
   std::string prompt;
   std::string prompt_file;
   int n_predict = 128;
-  int n_threads = 0;
-  int context = 0;
   int64_t seed = -1;
   bool json = false;
   bool no_bos = false;
   bool quiet = false;
-  std::string kernels = "auto";
-  FormatArgs formats;
+  SessionArgs session;
   std::vector<std::string> stop;
   SamplingParams sampling;
 };
@@ -46,11 +43,8 @@ int run(const RunArgs& args) {
 
   LoadOptions load_options;
   SessionOptions session_options;
-  args.formats.apply(load_options, session_options);
+  args.session.apply(load_options, session_options);
   auto model = load_model_with_progress(model_dir, args.quiet || args.json, load_options);
-  session_options.context_length = args.context;
-  session_options.n_threads = args.n_threads;
-  session_options.kernels = args.kernels;
   Session session(model, session_options);
   if (static_cast<int>(prompt_ids.size()) > session.context_length()) {
     throw Error("the prompt has " + std::to_string(prompt_ids.size()) +
@@ -116,17 +110,10 @@ Action add_run(CLI::App& app) {
   cmd->add_option("-n,--n-predict", args->n_predict, "Maximum tokens to generate")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("-t,--threads", args->n_threads, "Threads (default: physical cores)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("-c,--ctx-size", args->context,
-                  "Context length (default: the model's max_position_embeddings)")
-      ->check(CLI::NonNegativeNumber);
   add_sampling_options(*cmd, args->sampling);
   cmd->add_option("-s,--seed", args->seed, "Sampling seed (default: random)");
   cmd->add_option("--stop", args->stop, "Stop when this text is generated (repeatable)");
-  add_format_options(*cmd, args->formats);
-  cmd->add_option("--kernels", args->kernels, "CPU kernels: auto, scalar, avx2, avx512")
-      ->capture_default_str();
+  add_session_options(*cmd, args->session);
   cmd->add_flag("--json", args->json, "Print one JSON object at the end instead of streaming");
   cmd->add_flag("--no-bos", args->no_bos, "Do not prepend the BOS token");
   cmd->add_flag("-q,--quiet", args->quiet, "No progress or speed report on stderr");

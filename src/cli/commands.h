@@ -41,6 +41,16 @@ struct FormatArgs {
 };
 void add_format_options(CLI::App& cmd, FormatArgs& formats);
 
+// -t, -c, --kernels and the format options of a command that runs one session.
+struct SessionArgs {
+  int n_threads = 0;
+  int context = 0;
+  std::string kernels = "auto";
+  FormatArgs formats;
+  void apply(LoadOptions& load, SessionOptions& session) const;
+};
+void add_session_options(CLI::App& cmd, SessionArgs& args);
+
 // Loads a model with a progress bar on a terminal (stderr), nothing otherwise or when quiet,
 // and prints the loader's warnings.
 std::shared_ptr<const Model> load_model_with_progress(const std::string& path, bool quiet,

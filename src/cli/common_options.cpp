@@ -36,4 +36,22 @@ void FormatArgs::apply(LoadOptions& load, SessionOptions& session) const {
   session.kv_cache = parse_kv_cache_type(kv_cache);
 }
 
+void add_session_options(CLI::App& cmd, SessionArgs& args) {
+  cmd.add_option("-t,--threads", args.n_threads, "Threads (default: physical cores)")
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("-c,--ctx-size", args.context,
+                 "Context length (default: the model's max_position_embeddings)")
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--kernels", args.kernels, "CPU kernels: auto, scalar, avx2, avx512")
+      ->capture_default_str();
+  add_format_options(cmd, args.formats);
+}
+
+void SessionArgs::apply(LoadOptions& load, SessionOptions& session) const {
+  formats.apply(load, session);
+  session.context_length = context;
+  session.n_threads = n_threads;
+  session.kernels = kernels;
+}
+
 }  // namespace bitnet::cli
