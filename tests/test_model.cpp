@@ -214,11 +214,14 @@ TEST(ModelReference, MatchesTransformersGoldens) {
       const auto dir = cached_model("golden_" + entry.path().stem().string(), spec);
       const auto ids = j.at("prompt_ids").get<std::vector<int32_t>>();
       ReferenceOutput golden = parse_reference(j.dump());
-      // transformers does not report rounding-tie margins; the numpy reference computes them.
+      // transformers does not report rounding-tie margins: the goldens carry the numpy
+      // reference's, else it computes them here.
       if (golden.tie_margin.empty() && have_numpy()) {
         golden.tie_margin = run_numpy_reference(dir, ids, 0).tie_margin;
       }
-      expect_matches_reference(dir, ids, golden);
+      // A golden whose prompt runs into exact rounding ties (tie_margin 0) says how many of its
+      // positions can be held to the strict tolerance.
+      expect_matches_reference(dir, ids, golden, j.value("min_strict_fraction", 0.5));
       ++checked;
     }
   }
