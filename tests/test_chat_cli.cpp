@@ -193,7 +193,7 @@ TEST(ChatTerminal, TypingCtrlCAndExitUnderTmux) {
   // only bitnet's own handler and the shell stays to report the exit status.
   test::write_file(tmp / "chat.sh", std::string("trap : INT\n'") + BITNET_CLI_PATH + "' chat -m '" +
                                         dir.string() +
-                                        "' -c 32768 -n 100000 -t 1 --seed 1 -q\n"
+                                        "' -c 32768 -n 100000 -t 1 --device cpu --seed 1 -q\n"
                                         "echo CHAT-EXITED-$?\nsleep 30\n");
   Tmux tmux((tmp / "chat.sh").string());
   std::string pane;

@@ -25,6 +25,8 @@ struct SamplingParams {
 
   // Throws bitnet::Error naming the parameter when out of range.
   void validate() const;
+  // Plain argmax: temperature 0 and no repetition penalty.
+  bool greedy() const { return temperature <= 0 && (repeat_penalty == 1.0f || repeat_last_n <= 0); }
 };
 
 // Applies, in transformers' order: repetition penalty, temperature, top-k, top-p, min-p.

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -15,6 +16,7 @@
 #include "bitnet/model_path.h"
 #include "bitnet/session.h"
 #include "cli/commands.h"
+#include "model/forward_cuda.h"
 #include "model/weights.h"
 
 namespace bitnet::cli {
@@ -26,7 +28,9 @@ struct BenchArgs {
   std::vector<int> n_gen = {128};
   std::vector<int> threads;
   std::vector<int> depth = {0};
+  std::vector<int> batch;  // parallel sequences for batched decode (CUDA)
   int repetitions = 5;
+  std::string device = "auto";
   std::string output = "md";
   std::string kernels = "auto";
   FormatArgs formats;
@@ -52,11 +56,48 @@ double seconds(std::chrono::steady_clock::time_point start) {
 
 struct TestResult {
   std::string test;
-  int n_prompt, n_gen, n_depth, threads;
+  int n_prompt, n_gen, n_depth, threads;  // threads 0: the GPU
   Stats tokens_per_s;
   double bytes_per_token;  // for generation; 0 for prompt processing (compute-bound)
   std::vector<double> samples;
 };
+
+#if BITNET_HAVE_CUDA
+// b sequences decode together, one token each per step: each gets a prompt of max(depth, 1)
+// random tokens, then n greedy steps of the whole batch are timed. Reports the aggregate rate.
+TestResult bench_batched_decode(const std::shared_ptr<const Model>& model, int b, int depth, int n,
+                                int repetitions,
+                                const std::function<std::vector<int32_t>(int)>& random_tokens) {
+  const int prompt = std::max(depth, 1);
+  CudaForward forward(model, std::max(b, prompt), prompt + n + 1, b);
+  std::vector<int32_t> next(static_cast<size_t>(b));
+  std::vector<BatchToken> batch;
+  for (int s = 0; s < b; ++s) {
+    const auto ids = random_tokens(prompt);
+    batch.clear();
+    for (int i = 0; i < prompt; ++i) batch.push_back({ids[static_cast<size_t>(i)], i, s});
+    forward.forward(batch, prompt - 1, nullptr, &next[static_cast<size_t>(s)]);
+  }
+  const std::vector<int32_t> first = next;
+  TestResult r{"tg" + std::to_string(n) + " x" + std::to_string(b), 0, n, depth, 0, {}, 0, {}};
+  const double avg_positions = prompt + (n + 1) / 2.0;
+  r.bytes_per_token =
+      (static_cast<double>(forward.weight_bytes_per_token()) +
+       b * avg_positions * static_cast<double>(forward.kv_bytes_per_position())) / b;
+  for (int rep = -1; rep < repetitions; ++rep) {  // rep -1 warms up (and captures the graph)
+    next = first;
+    const auto start = std::chrono::steady_clock::now();
+    for (int step = 0; step < n; ++step) {
+      batch.clear();
+      for (int s = 0; s < b; ++s) batch.push_back({next[static_cast<size_t>(s)], prompt + step, s});
+      forward.forward(batch, 0, nullptr, next.data());
+    }
+    if (rep >= 0) r.samples.push_back(static_cast<double>(b) * n / seconds(start));
+  }
+  r.tokens_per_s = stats(r.samples);
+  return r;
+}
+#endif
 
 int bench(BenchArgs args) {
   args.model = resolve_model_path(args.model).string();
@@ -83,8 +124,14 @@ int bench(BenchArgs args) {
     return ids;
   };
 
+  const bool cuda = args.device == "cuda" || (args.device == "auto" && cuda_device_available());
   std::vector<int> threads = args.threads;
+  if (cuda) threads = {0};  // one GPU run; -t does not apply
   if (threads.empty()) threads.push_back(physical_core_count());
+  if (!args.batch.empty() && !cuda) {
+    throw Error("-b (batched decode) is measured on --device cuda; for the CPU, run bitnet loadgen "
+                "against bitnet serve --parallel N");
+  }
   int max_ctx = 1;
   for (int d : args.depth)
     for (int p : args.n_prompt) max_ctx = std::max(max_ctx, d + p);
@@ -99,10 +146,16 @@ int bench(BenchArgs args) {
   std::vector<TestResult> results;
   for (int t : threads) {
     if (!args.no_probe) {
-      ThreadPool probe_pool(t);
-      bandwidth[t] = measure_read_bandwidth(probe_pool);
+#if BITNET_HAVE_CUDA
+      if (cuda) bandwidth[t] = cuda_copy_bandwidth_gbps();
+#endif
+      if (!cuda) {
+        ThreadPool probe_pool(t);
+        bandwidth[t] = measure_read_bandwidth(probe_pool);
+      }
     }
     SessionOptions options;
+    options.device = cuda ? "cuda" : "cpu";
     options.n_threads = t;
     options.context_length = max_ctx;
     options.kernels = args.kernels;
@@ -137,14 +190,15 @@ int bench(BenchArgs args) {
         // Per token: every weight byte once, one embedding row, and the cache up to the
         // average position.
         const double avg_positions = depth + (n + 1) / 2.0;
-        r.bytes_per_token = static_cast<double>(sizes.ternary + sizes.lm_head + sizes.norms) +
-                            c.hidden_dim * 2.0 +
+        r.bytes_per_token = static_cast<double>(session.weight_bytes_per_token()) +
                             avg_positions * static_cast<double>(session.kv_bytes_per_position());
-        const auto tokens = random_tokens(n);
+        const int32_t first = random_tokens(1)[0];
         for (int rep = -1; rep < args.repetitions; ++rep) {  // rep -1 warms up
           fill_context();
+          // Greedy generation: each token is the argmax of the previous step.
+          int32_t next = first;
           const auto start = std::chrono::steady_clock::now();
-          for (int i = 0; i < n; ++i) session.feed(std::span<const int32_t>(&tokens[i], 1));
+          for (int i = 0; i < n; ++i) next = session.feed_greedy(std::span<const int32_t>(&next, 1));
           if (rep >= 0) r.samples.push_back(n / seconds(start));
         }
         r.tokens_per_s = stats(r.samples);
@@ -152,6 +206,15 @@ int bench(BenchArgs args) {
       }
     }
   }
+#if BITNET_HAVE_CUDA
+  for (int b : args.batch) {
+    for (int depth : args.depth) {
+      for (int n : args.n_gen) {
+        if (n > 0) results.push_back(bench_batched_decode(model, b, depth, n, args.repetitions, random_tokens));
+      }
+    }
+  }
+#endif
 
   const double model_gb = static_cast<double>(sizes.ternary + sizes.embedding + sizes.norms +
                                               (sizes.lm_head_is_embedding ? 0 : sizes.lm_head)) /
@@ -164,13 +227,14 @@ int bench(BenchArgs args) {
           {"model_filename", args.model},
           {"model_size", static_cast<uint64_t>(model_gb * 1e9)},
           {"model_n_params", sizes.n_params},
-          {"backend", "CPU"},
+          {"backend", cuda ? "CUDA" : "CPU"},
           {"cpu_kernels", kernels_used},
           {"type_k", args.formats.kv_cache},
           {"type_v", args.formats.kv_cache},
           {"lm_head", lm_head},
           {"ternary_format", ternary},
           {"n_threads", r.threads},
+          {"n_batch", r.test.find(" x") == std::string::npos ? 1 : std::stoi(r.test.substr(r.test.find(" x") + 2))},
           {"n_prompt", r.n_prompt},
           {"n_gen", r.n_gen},
           {"n_depth", r.n_depth},
@@ -196,8 +260,13 @@ int bench(BenchArgs args) {
       args.model.c_str(), model_gb, static_cast<double>(sizes.n_params) / 1e9, kernels_used.c_str(),
       ternary.c_str(), static_cast<double>(sizes.ternary) / 1e6, lm_head.c_str(),
       static_cast<double>(sizes.lm_head) / 1e6, args.formats.kv_cache.c_str());
-  for (const auto& [t, gbps] : bandwidth)
-    std::printf("measured read bandwidth, %d threads: %.1f GB/s\n", t, gbps);
+  for (const auto& [t, gbps] : bandwidth) {
+    if (cuda) {
+      std::printf("measured device bandwidth (device-to-device copy, read + write): %.1f GB/s\n", gbps);
+    } else {
+      std::printf("measured read bandwidth, %d threads: %.1f GB/s\n", t, gbps);
+    }
+  }
   std::printf(
       "\n| threads | test | depth | t/s | MB/token | GB/s | of bandwidth "
       "|\n|---:|---|---:|---:|---:|---:|---:|\n");
@@ -215,7 +284,8 @@ int bench(BenchArgs args) {
         frac = buf;
       }
     }
-    std::printf("| %d | %s | %d | %.2f ± %.2f | %s | %s | %s |\n", r.threads, r.test.c_str(),
+    std::printf("| %s | %s | %d | %.2f ± %.2f | %s | %s | %s |\n",
+                cuda ? "cuda" : std::to_string(r.threads).c_str(), r.test.c_str(),
                 r.n_depth, r.tokens_per_s.mean, r.tokens_per_s.stddev, mb.c_str(), gb.c_str(),
                 frac.c_str());
   }
@@ -244,7 +314,7 @@ std::vector<int> parse_int_list(const std::string& text, const std::string& flag
 
 Action add_bench(CLI::App& app) {
   auto args = std::make_shared<BenchArgs>();
-  auto lists = std::make_shared<std::array<std::string, 4>>();
+  auto lists = std::make_shared<std::array<std::string, 5>>();
   CLI::App* cmd =
       app.add_subcommand("bench", "Measure prompt and generation speed (llama-bench style)");
   add_model_option(*cmd, args->model);
@@ -254,6 +324,11 @@ Action add_bench(CLI::App& app) {
                   "Thread counts, comma-separated (default: physical cores)");
   cmd->add_option("-d,--n-depth", (*lists)[3],
                   "Tokens already in the context before each test (default 0)");
+  cmd->add_option("-b,--batch", (*lists)[4],
+                  "Sequences decoding together, comma-separated (CUDA; e.g. 8,32)");
+  cmd->add_option("--device", args->device, "auto (cuda when a GPU is present), cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cmd->add_option("-r,--repetitions", args->repetitions, "Repetitions of each test")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -269,6 +344,10 @@ Action add_bench(CLI::App& app) {
     if (!(*lists)[1].empty()) args->n_gen = parse_int_list((*lists)[1], "-n");
     if (!(*lists)[2].empty()) args->threads = parse_int_list((*lists)[2], "-t");
     if (!(*lists)[3].empty()) args->depth = parse_int_list((*lists)[3], "-d");
+    if (!(*lists)[4].empty()) args->batch = parse_int_list((*lists)[4], "-b");
+    for (int b : args->batch) {
+      if (b < 1) throw Error("-b: batch sizes must be at least 1");
+    }
     for (int t : args->threads) {
       if (t < 1) throw Error("-t: thread counts must be at least 1");
     }

@@ -81,6 +81,7 @@ int run(const RunArgs& args) {
         {"prompt_tokens_per_s", prompt_tps},
         {"gen_tokens_per_s", gen_tps},
         {"seed", options.sampling.seed},
+        {"device", session.device()},
         {"threads", session.n_threads()},
         {"kernels", session.kernels()},
     };
@@ -91,10 +92,13 @@ int run(const RunArgs& args) {
   }
   if (!args.quiet) {
     std::fprintf(stderr,
-                 "prompt: %zu tokens, %.2f tokens/s | generation: %zu tokens, %.2f tokens/s | %d "
-                 "threads, %s kernels\n",
-                 r.prompt_ids.size(), prompt_tps, r.ids.size(), gen_tps, session.n_threads(),
-                 session.kernels().c_str());
+                 "prompt: %zu tokens, %.2f tokens/s | generation: %zu tokens, %.2f tokens/s | %s\n",
+                 r.prompt_ids.size(), prompt_tps, r.ids.size(), gen_tps,
+                 session.device() == "cuda"
+                     ? ("CUDA, " + session.kernels()).c_str()
+                     : (std::to_string(session.n_threads()) + " threads, " + session.kernels() +
+                        " kernels")
+                           .c_str());
   }
   return 0;
 }

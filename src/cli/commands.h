@@ -43,6 +43,7 @@ void add_format_options(CLI::App& cmd, FormatArgs& formats);
 
 // -t, -c, --kernels and the format options of a command that runs one session.
 struct SessionArgs {
+  std::string device = "auto";
   int n_threads = 0;
   int context = 0;
   std::string kernels = "auto";

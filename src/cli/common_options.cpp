@@ -37,6 +37,9 @@ void FormatArgs::apply(LoadOptions& load, SessionOptions& session) const {
 }
 
 void add_session_options(CLI::App& cmd, SessionArgs& args) {
+  cmd.add_option("--device", args.device, "auto (cuda when a GPU is present), cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cmd.add_option("-t,--threads", args.n_threads, "Threads (default: physical cores)")
       ->check(CLI::NonNegativeNumber);
   cmd.add_option("-c,--ctx-size", args.context,
@@ -49,6 +52,7 @@ void add_session_options(CLI::App& cmd, SessionArgs& args) {
 
 void SessionArgs::apply(LoadOptions& load, SessionOptions& session) const {
   formats.apply(load, session);
+  session.device = device;
   session.context_length = context;
   session.n_threads = n_threads;
   session.kernels = kernels;

@@ -39,8 +39,19 @@ GenerateResult generate(Session& session, const Tokenizer& tokenizer,
   result.prompt_ids.assign(prompt_ids.begin(), prompt_ids.end());
 
   std::vector<int32_t> history(prompt_ids.begin(), prompt_ids.end());
+  // Greedy decoding asks the session for the next id alone (on a GPU the logits stay there).
+  const bool greedy = options.sampling.greedy();
+  std::span<const float> logits;
+  int32_t greedy_next = 0;
+  auto run = [&](std::span<const int32_t> tokens) {
+    if (greedy) {
+      greedy_next = session.feed_greedy(tokens);
+    } else {
+      logits = session.feed(tokens);
+    }
+  };
   auto start = Clock::now();
-  std::span<const float> logits = session.feed(prompt_ids);
+  run(prompt_ids);
   result.prompt_seconds = seconds_since(start);
 
   TokenStreamDecoder decoder(tokenizer);
@@ -55,7 +66,7 @@ GenerateResult generate(Session& session, const Tokenizer& tokenizer,
 
   start = Clock::now();
   while (static_cast<int>(result.ids.size()) < options.max_new_tokens && !cancelled) {
-    const int32_t id = sampler.sample(logits, history);
+    const int32_t id = greedy ? greedy_next : sampler.sample(logits, history);
     result.ids.push_back(id);
     history.push_back(id);
     if (std::find(options.stop_ids.begin(), options.stop_ids.end(), id) != options.stop_ids.end()) {
@@ -77,7 +88,7 @@ GenerateResult generate(Session& session, const Tokenizer& tokenizer,
     emit_up_to(result.text.size() - stop_prefix_overlap(result.text, options.stop_strings));
     if (static_cast<int>(result.ids.size()) == options.max_new_tokens) break;
     if (session.position() >= session.context_length()) break;  // context full: finish as length
-    logits = session.feed(std::span<const int32_t>(&id, 1));
+    run(std::span<const int32_t>(&id, 1));
     ++result.gen_tokens_timed;
   }
   if (!cut_at_stop_string) result.text += decoder.flush();

@@ -7,23 +7,23 @@
 #include "base/thread_pool.h"
 #include "bitnet/error.h"
 #include "model/forward_cpu.h"
+#include "model/forward_cuda.h"
 #include "model/kv_cache.h"
 
 namespace bitnet {
 
+// One backend is set: the CPU's pool, cache and forward pass, or the GPU's forward pass.
 struct Session::State {
-  ThreadPool pool;
-  KvCache kv;
-  CpuForward forward;
+  std::unique_ptr<ThreadPool> pool;
+  std::unique_ptr<KvCache> kv;
+  std::unique_ptr<CpuForward> cpu;
+#if BITNET_HAVE_CUDA
+  std::unique_ptr<CudaForward> cuda;
+#endif
+  int context_length = 0;
+  int max_batch = 0;
   std::vector<float> logits;
   std::vector<BatchToken> batch;
-
-  State(std::shared_ptr<const Model> model, int n_threads, CpuIsa isa, int max_batch, int ctx,
-        KvCacheType kv_type)
-      : pool(n_threads),
-        kv(model->config(), 1, ctx, kv_type),
-        forward(model, pool, isa, max_batch, ctx),
-        logits(static_cast<size_t>(model->config().vocab_size)) {}
 };
 
 static CpuIsa choose_isa(const std::string& kernels) {
@@ -34,6 +34,17 @@ static CpuIsa choose_isa(const std::string& kernels) {
     throw Error(std::string("kernels '") + kernels + "' are not supported by this CPU");
   }
   return isa;
+}
+
+static std::string choose_device(const std::string& device) {
+  if (device == "auto") return cuda_device_available() ? "cuda" : "cpu";
+  if (device == "cpu") return device;
+  if (device == "cuda") {
+    std::string why;
+    if (!cuda_device_available(&why)) throw Error("--device cuda: " + why);
+    return device;
+  }
+  throw Error("unknown device '" + device + "' (choices: auto, cpu, cuda)");
 }
 
 Session::Session(std::shared_ptr<const Model> model, const SessionOptions& options)
@@ -47,25 +58,55 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
                 " exceeds the model's max_position_embeddings " + std::to_string(c.max_seq_len));
   }
   if (options.max_batch < 1) throw Error("max_batch must be positive");
+  if (options.kernels != "auto") parse_isa(options.kernels);  // a bad name is an error anywhere
+  device_ = choose_device(options.device);
+  state_ = std::make_unique<State>();
+  state_->context_length = ctx;
+  state_->max_batch = std::min(options.max_batch, ctx);
+  state_->logits.resize(static_cast<size_t>(c.vocab_size));
+#if BITNET_HAVE_CUDA
+  if (device_ == "cuda") {
+    if (options.kv_cache != KvCacheType::f16) {
+      throw Error(std::string("--kv-cache ") + kv_cache_type_name(options.kv_cache) +
+                  ": the CUDA backend keeps its KV cache in f16");
+    }
+    state_->cuda = std::make_unique<CudaForward>(model_, state_->max_batch, ctx);
+    kernels_ = state_->cuda->device_name();
+    return;
+  }
+#endif
   const int threads = options.n_threads > 0 ? options.n_threads : physical_core_count();
   const CpuIsa isa = choose_isa(options.kernels);
   kernels_ = isa_name(isa);
-  state_ = std::make_unique<State>(model_, threads, isa, std::min(options.max_batch, ctx), ctx,
-                                   options.kv_cache);
+  state_->pool = std::make_unique<ThreadPool>(threads);
+  state_->kv = std::make_unique<KvCache>(c, 1, ctx, options.kv_cache);
+  state_->cpu = std::make_unique<CpuForward>(model_, *state_->pool, isa, state_->max_batch, ctx);
 }
 
 Session::~Session() = default;
 
 int Session::context_length() const {
-  return state_->kv.context_length();
+  return state_->context_length;
 }
 int Session::n_threads() const {
-  return state_->pool.size();
+  return state_->pool ? state_->pool->size() : 0;
 }
 
 uint64_t Session::kv_bytes_per_position() const {
-  return state_->kv.bytes() / static_cast<uint64_t>(state_->kv.n_slots()) /
-         static_cast<uint64_t>(state_->kv.context_length());
+#if BITNET_HAVE_CUDA
+  if (state_->cuda) return state_->cuda->kv_bytes_per_position();
+#endif
+  return state_->kv->bytes() / static_cast<uint64_t>(state_->kv->n_slots()) /
+         static_cast<uint64_t>(state_->kv->context_length());
+}
+
+uint64_t Session::weight_bytes_per_token() const {
+  const Model::Sizes sizes = model_->sizes();
+  const uint64_t rest = sizes.norms + 2 * static_cast<uint64_t>(model_->config().hidden_dim);
+#if BITNET_HAVE_CUDA
+  if (state_->cuda) return state_->cuda->weight_bytes_per_token() + rest;
+#endif
+  return sizes.ternary + sizes.lm_head + rest;
 }
 
 void Session::rewind(int n) {
@@ -73,7 +114,9 @@ void Session::rewind(int n) {
   position_ = n;
 }
 
-std::span<const float> Session::feed(std::span<const int32_t> tokens) {
+// Validates, then runs the tokens in max_batch chunks; the last chunk leaves the last token's
+// logits in state_->logits, or its greedy next token in *greedy_id when that is given.
+void Session::run(std::span<const int32_t> tokens, int32_t* greedy_id) {
   if (tokens.empty()) throw Error("no tokens to run");
   const ModelConfig& c = model_->config();
   const int64_t end = position_ + static_cast<int64_t>(tokens.size());
@@ -87,7 +130,7 @@ std::span<const float> Session::feed(std::span<const int32_t> tokens) {
                   std::to_string(c.vocab_size - 1) + ")");
     }
   }
-  const size_t chunk = static_cast<size_t>(state_->forward.max_batch());
+  const size_t chunk = static_cast<size_t>(state_->max_batch);
   for (size_t begin = 0; begin < tokens.size(); begin += chunk) {
     const size_t count = std::min(chunk, tokens.size() - begin);
     state_->batch.clear();
@@ -96,13 +139,37 @@ std::span<const float> Session::feed(std::span<const int32_t> tokens) {
     }
     const int32_t last = static_cast<int32_t>(count - 1);
     const bool final_chunk = begin + count == tokens.size();
-    state_->forward.forward(
-        state_->kv, state_->batch,
+#if BITNET_HAVE_CUDA
+    if (state_->cuda) {
+      const int logits_from = final_chunk ? last : static_cast<int>(count);
+      state_->cuda->forward(state_->batch, logits_from,
+                            final_chunk && !greedy_id ? state_->logits.data() : nullptr,
+                            final_chunk ? greedy_id : nullptr);
+      position_ += static_cast<int>(count);
+      continue;
+    }
+#endif
+    state_->cpu->forward(
+        *state_->kv, state_->batch,
         final_chunk ? std::span<const int32_t>(&last, 1) : std::span<const int32_t>(),
         state_->logits.data());
+    if (final_chunk && greedy_id) {
+      *greedy_id = static_cast<int32_t>(
+          std::max_element(state_->logits.begin(), state_->logits.end()) - state_->logits.begin());
+    }
     position_ += static_cast<int>(count);
   }
+}
+
+std::span<const float> Session::feed(std::span<const int32_t> tokens) {
+  run(tokens, nullptr);
   return state_->logits;
+}
+
+int32_t Session::feed_greedy(std::span<const int32_t> tokens) {
+  int32_t id = 0;
+  run(tokens, &id);
+  return id;
 }
 
 }  // namespace bitnet
