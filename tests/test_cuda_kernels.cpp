@@ -230,24 +230,36 @@ struct GpuActs {
   cuda::Int8Acts view() const { return {q.get(), stride, scale.get(), sum.get()}; }
 };
 
-// Random activations of a few shapes: plain, with one outlier, small.
-QuantizedActs random_acts(int64_t n_tokens, int64_t cols, std::mt19937& rng) {
-  std::vector<float> x = normal_floats(static_cast<size_t>(n_tokens * cols), rng);
+constexpr float kEps = 1e-5f;
+
+// A random f32 input of a few shapes (plain, with one outlier, small) and norm weights, and its
+// int8 activations as the CPU computes them (rmsnorm, then quantization).
+struct RandomInput {
+  std::vector<float> x, norm;
+  QuantizedActs acts;
+};
+
+RandomInput random_input(int64_t n_tokens, int64_t cols, std::mt19937& rng) {
+  RandomInput in;
+  in.x = normal_floats(static_cast<size_t>(n_tokens * cols), rng);
+  in.norm = uniform_floats(static_cast<size_t>(cols), rng, 0.5f, 1.5f);
+  std::vector<float> normed(in.x.size());
   for (int64_t t = 0; t < n_tokens; ++t) {
-    float* row = x.data() + t * cols;
+    float* row = in.x.data() + t * cols;
     if (t % 3 == 1) row[static_cast<size_t>(rng() % static_cast<uint32_t>(cols))] = 40.0f;
     if (t % 3 == 2)
       for (int64_t k = 0; k < cols; ++k) row[k] *= 1e-3f;
+    rmsnorm(row, in.norm.data(), normed.data() + t * cols, cols, kEps);
   }
-  QuantizedActs acts;
-  quantize_activations(x.data(), cols, n_tokens, cols, acts);
-  return acts;
+  quantize_activations(normed.data(), cols, n_tokens, cols, in.acts);
+  return in;
 }
 
-void run_matmul(bool gemv, const GpuTernary& w, const GpuActs& acts, int n_tokens,
-                const cuda::Epilogue& e) {
+// The GEMV normalizes and quantizes token 0's x itself; the GEMM takes the CPU's activations.
+void run_matmul(bool gemv, const GpuTernary& w, const GpuActs& acts, const DeviceArray<float>& x,
+                const DeviceArray<float>& norm, int n_tokens, const cuda::Epilogue& e) {
   if (gemv) {
-    cuda::ternary_gemv(w.view(), acts.view(), e, nullptr);
+    cuda::ternary_gemv(w.view(), {x.get(), norm.get(), kEps}, e, nullptr);
     sync();
     return;
   }
@@ -417,8 +429,10 @@ TEST(CudaKernels, TernaryMatmulMatchesTheScalarKernelBitForBit) {
       const GpuTernary gpu(t, rows, cols, row_scales, identity_order(rows));
 
       for (int n : {1, 2, 5, 16, 17, 33, 64, 100}) {
-        const QuantizedActs acts = random_acts(n, cols, rng);
+        const RandomInput input = random_input(n, cols, rng);
+        const QuantizedActs& acts = input.acts;
         const GpuActs d_acts(acts, n, n == 2 || n == 17 || n == 64 ? 384 : 0);
+        const DeviceArray<float> d_x(input.x), d_norm(input.norm);
         std::vector<float> y(static_cast<size_t>(n * rows));
         ternary_matmul_scalar(cpu, acts, n, y.data(), rows, 0, rows);
 
@@ -443,7 +457,7 @@ TEST(CudaKernels, TernaryMatmulMatchesTheScalarKernelBitForBit) {
           {
             DeviceArray<float> out(static_cast<size_t>(n * stride));
             out.poison();
-            run_matmul(gemv, gpu, d_acts, n,
+            run_matmul(gemv, gpu, d_acts, d_x, d_norm, n,
                        {.kind = cuda::EpilogueKind::store, .out = out.get(), .out_stride = stride});
             const auto got = out.download();
             for (int tok = 0; tok < n; ++tok) {
@@ -462,7 +476,7 @@ TEST(CudaKernels, TernaryMatmulMatchesTheScalarKernelBitForBit) {
           // add: out += y
           {
             DeviceArray<float> out(base);
-            run_matmul(gemv, gpu, d_acts, n,
+            run_matmul(gemv, gpu, d_acts, d_x, d_norm, n,
                        {.kind = cuda::EpilogueKind::add, .out = out.get(), .out_stride = stride});
             const auto got = out.download();
             for (int tok = 0; tok < n; ++tok) {
@@ -477,7 +491,7 @@ TEST(CudaKernels, TernaryMatmulMatchesTheScalarKernelBitForBit) {
           {
             DeviceArray<float> out(static_cast<size_t>(n * half_stride));
             out.poison();
-            run_matmul(gemv, gpu, d_acts, n,
+            run_matmul(gemv, gpu, d_acts, d_x, d_norm, n,
                        {.kind = cuda::EpilogueKind::relu2_mul, .out = out.get(),
                         .out_stride = half_stride});
             const auto got = out.download();
@@ -571,8 +585,10 @@ TEST(CudaKernels, QkvRopeEpilogueMatchesCpuRopeAndF16Cache) {
           pos[static_cast<size_t>(i)] = places[static_cast<size_t>(i)].second;
         }
 
-        const QuantizedActs acts = random_acts(n, cols, rng);
+        const RandomInput input = random_input(n, cols, rng);
+        const QuantizedActs& acts = input.acts;
         const GpuActs d_acts(acts, n);
+        const DeviceArray<float> d_x(input.x), d_norm(input.norm);
         std::vector<float> y(static_cast<size_t>(n * rows));
         ternary_matmul_scalar(cpu, acts, n, y.data(), rows, 0, rows);
 
@@ -626,7 +642,7 @@ TEST(CudaKernels, QkvRopeEpilogueMatchesCpuRopeAndF16Cache) {
           d_q.poison();
           d_k.poison();
           d_v.poison();
-          run_matmul(gemv, gpu, d_acts, n, e);
+          run_matmul(gemv, gpu, d_acts, d_x, d_norm, n, e);
           const auto got_q = d_q.download();
           const auto got_k = d_k.download();
           const auto got_v = d_v.download();
@@ -647,9 +663,9 @@ TEST(CudaKernels, QkvRopeEpilogueMatchesCpuRopeAndF16Cache) {
 
 // ---- attention ---------------------------------------------------------------------------------
 
-TEST(CudaKernels, AttentionMatchesTheScalarKernel) {
+TEST(CudaKernels, AttentionMatchesTheScalarKernelBitForBit) {
   SKIP_WITHOUT_CUDA();
-  const int n_kv_heads = 2, n_slots = 3, context = 320;  // 3 chunks of kAttentionChunk
+  const int n_kv_heads = 2, n_slots = 3, context = 320;  // 3 chunks of positions
   const std::vector<int> positions = {0, 1, 5, 127, 128, 129, 300, 255, 4};
   for (int head_dim : {32, 128}) {
     for (int group : {1, 2, 4, 8}) {
@@ -711,10 +727,10 @@ TEST(CudaKernels, AttentionMatchesTheScalarKernel) {
       const DeviceArray<float> d_q(q);
       const DeviceArray<int32_t> d_pos(pos), d_slot(slot);
       DeviceArray<float> d_out(q.size());
-      DeviceArray<float> d_partial(static_cast<size_t>(
-          cuda::attention_workspace_floats(n_heads, head_dim, context, n)));
+      DeviceArray<float> d_workspace(
+          static_cast<size_t>(cuda::attention_workspace_floats(n_heads, context, n)));
       d_out.poison();
-      d_partial.poison();
+      d_workspace.poison();
       cuda::AttentionArgs args;
       args.q = d_q.get();
       args.k_cache = reinterpret_cast<const __half*>(d_k.get());
@@ -728,7 +744,7 @@ TEST(CudaKernels, AttentionMatchesTheScalarKernel) {
       args.head_dim = head_dim;
       args.context = context;
       args.out = d_out.get();
-      args.partial = d_partial.get();
+      args.scores = d_workspace.get();
       cuda::attention(args, n, nullptr);
       sync();
       const auto got = d_out.download();
@@ -740,7 +756,8 @@ TEST(CudaKernels, AttentionMatchesTheScalarKernel) {
         const size_t token = i / static_cast<size_t>(n_heads * head_dim);
         ASSERT_FALSE(std::isnan(got[i])) << "token " << token << " (pos " << pos[token]
                                          << ") element " << i << " is NaN";
-        ASSERT_NEAR(got[i], want[i], 1e-5f * scale)
+        // The CPU's order of operations throughout: bit-identical.
+        ASSERT_EQ(got[i], want[i])
             << "token " << token << " (pos " << pos[token] << ", slot " << slot[token]
             << ") head " << (i / static_cast<size_t>(head_dim)) % static_cast<size_t>(n_heads)
             << " dim " << i % static_cast<size_t>(head_dim);
@@ -755,7 +772,7 @@ TEST(CudaKernels, LmHeadMatchesTheScalarKernel) {
   SKIP_WITHOUT_CUDA();
   for (LmHeadFormat format : {LmHeadFormat::bf16, LmHeadFormat::int8}) {
     for (int64_t rows : {1, 3, 8, 1001}) {
-      for (int64_t cols : {128, 136, 2560}) {
+      for (int64_t cols : {128, 144, 2560}) {  // 144: int8 rows padded to 192
         std::mt19937 rng(seed_of({7, static_cast<int>(format), rows, cols}));
         std::vector<uint16_t> bf16(static_cast<size_t>(rows * cols));
         {
@@ -871,8 +888,10 @@ TEST(CudaKernels, ArgmaxTakesTheLowestIdOfTies) {
       }
       const DeviceArray<float> d_logits(logits);
       DeviceArray<int32_t> d_ids(static_cast<size_t>(n));
+      DeviceArray<unsigned long long> d_keys(static_cast<size_t>(n));
       d_ids.poison();
-      cuda::argmax(d_logits.get(), vocab, n, d_ids.get(), nullptr);
+      d_keys.poison();
+      cuda::argmax(d_logits.get(), vocab, n, d_keys.get(), d_ids.get(), nullptr);
       sync();
       EXPECT_EQ(d_ids.download(), want);
     }
@@ -987,6 +1006,20 @@ TEST(CudaModel, MatchesTheCpuSessionWithBf16LmHead) {
   RandomModelSpec untied = test::tiny_spec(QuantMode::online, 4);
   untied.tie_word_embeddings = false;
   check_against_cpu({"cuda_untied", untied, LmHeadFormat::bf16});
+}
+
+// The full-size model's widths, heads, RoPE base and context (2 layers, a smaller vocabulary),
+// in both checkpoint variants.
+TEST(CudaModel, MatchesTheCpuSessionAt2b4tWidth) {
+  SKIP_WITHOUT_CUDA();
+  for (QuantMode variant : {QuantMode::offline, QuantMode::online}) {
+    RandomModelSpec spec = RandomModelSpec::preset("2b4t");
+    spec.n_layers = 2;
+    spec.vocab_size = 4096;
+    spec.variant = variant;
+    check_against_cpu({variant == QuantMode::offline ? "cuda_2b4t_packed" : "cuda_2b4t_bf16", spec,
+                       LmHeadFormat::int8});
+  }
 }
 
 // Three sequences decoded together in one batch per step compute exactly what each computes

@@ -30,7 +30,7 @@ grep -q '^\[  PASSED  \]' "$out/tests.log" && ! grep -q '^\[  FAILED  \]' "$out/
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
     step "compute-sanitizer --tool $tool"
-    compute-sanitizer --tool "$tool" --error-exitcode 99 "$bin/bitnet_tests" \
+    timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 99 "$bin/bitnet_tests" \
       --gtest_filter='CudaKernels*:CudaModel*' >"$out/sanitizer-$tool.log" 2>&1
     rc=$?
     tail -n 3 "$out/sanitizer-$tool.log"

@@ -7,154 +7,177 @@
 namespace bitnet::cuda {
 namespace {
 
-constexpr int kThreads = 128;
+constexpr int kScoreChunk = 128;  // positions per scores block (a thread each)
+constexpr int kLanes = 16;        // canonical_math.h
+constexpr int kValueTile = 128;   // positions of V staged in shared memory at a time
 
-__host__ __device__ int splits_for(int context) { return (context + kAttentionChunk - 1) / kAttentionChunk; }
+// canonical_math.h's exp_nonpositive, operation for operation.
+__device__ float exp_nonpositive(float x) {
+  constexpr float kMin = -87.33654f;
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+  constexpr float kP0 = 1.9875691500e-4f, kP1 = 1.3981999507e-3f, kP2 = 8.3334519073e-3f,
+                  kP3 = 4.1665795894e-2f, kP4 = 1.6666665459e-1f, kP5 = 5.0000001201e-1f;
+  x = fmaxf(x, kMin);
+  const float n = rintf(__fmul_rn(x, kLog2e));
+  float r = fmaf(n, -kLn2Hi, x);
+  r = fmaf(n, -kLn2Lo, r);
+  float p = fmaf(kP0, r, kP1);
+  p = fmaf(p, r, kP2);
+  p = fmaf(p, r, kP3);
+  p = fmaf(p, r, kP4);
+  p = fmaf(p, r, kP5);
+  const float y = __fadd_rn(fmaf(p, __fmul_rn(r, r), r), 1.0f);
+  return __fmul_rn(y, __int_as_float((static_cast<int>(n) + 127) << 23));
+}
 
-// Partial results of one (token, query head, chunk): max score, exp-sum, then head_dim outputs.
-__device__ float* partial_at(const AttentionArgs& a, int t, int head, int split) {
-  return a.partial +
-         ((static_cast<int64_t>(t) * a.n_heads + head) * splits_for(a.context) + split) *
-             (a.head_dim + 2);
+__device__ int64_t head_offset(const AttentionArgs& a, int t, int kv_head) {
+  return a.slot[t] * a.cache_slot_stride + kv_head * a.cache_head_stride;
+}
+
+__device__ float* scores_of(const AttentionArgs& a, int t, int head) {
+  return a.scores + (static_cast<int64_t>(t) * a.n_heads + head) * a.context;
 }
 
 template <int kGroup>
-__global__ void __launch_bounds__(kThreads) attention_chunk_kernel(AttentionArgs a) {
-  extern __shared__ float smem[];
+__global__ void __launch_bounds__(kScoreChunk) scores_kernel(AttentionArgs a) {
+  extern __shared__ float q_s[];  // [kGroup][head_dim]
   const int hd = a.head_dim;
-  float* q_s = smem;                     // [kGroup][hd]
-  float* e_s = smem + kGroup * hd;       // [kGroup][kAttentionChunk]
-  const int t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
+  const int t = blockIdx.x, kvh = blockIdx.y;
+  const int p = blockIdx.z * kScoreChunk + threadIdx.x;
   const int n_pos = a.pos[t] + 1;
-  const int begin = split * kAttentionChunk;
-  if (begin >= n_pos) return;  // past this token's prefix: the merge skips this chunk
-  const int len = min(kAttentionChunk, n_pos - begin);
-  const int64_t head_offset = a.slot[t] * a.cache_slot_stride + kvh * a.cache_head_stride;
-  const __half* keys = a.k_cache + head_offset + static_cast<int64_t>(begin) * hd;
-  const __half* values = a.v_cache + head_offset + static_cast<int64_t>(begin) * hd;
+  if (static_cast<int>(blockIdx.z) * kScoreChunk >= n_pos) return;
+  // The key (up to 128 dims, sixteen 16-byte loads) is requested before q is staged.
+  constexpr int kMaxChunks = 16;
+  uint4 packed[kMaxChunks];
+  if (p < n_pos) {
+    const uint4* k = reinterpret_cast<const uint4*>(a.k_cache + head_offset(a, t, kvh) +
+                                                    static_cast<int64_t>(p) * hd);
+#pragma unroll
+    for (int c = 0; c < kMaxChunks; ++c) {
+      if (c < hd / 8) packed[c] = k[c];
+    }
+  }
   const float* q = a.q + static_cast<int64_t>(t) * a.n_heads * hd + kvh * kGroup * hd;
   for (int i = threadIdx.x; i < kGroup * hd; i += blockDim.x) q_s[i] = q[i];
   __syncthreads();
-
-  const float inv_sqrt = 1.0f / sqrtf(static_cast<float>(hd));
-  for (int p = threadIdx.x; p < len; p += blockDim.x) {
-    const uint4* k = reinterpret_cast<const uint4*>(keys + static_cast<int64_t>(p) * hd);
-    float dot[kGroup] = {};
-    for (int c = 0; c < hd / 8; ++c) {
-      const uint4 packed = k[c];
-      const __half2* k2 = reinterpret_cast<const __half2*>(&packed);
+  if (p >= n_pos) return;
+  float dot[kGroup] = {};
+  // Each dot runs over d in order.
+#pragma unroll
+  for (int j = 0; j < kMaxChunks; ++j) {
+    if (j < hd / 8) {
+      const __half2* k2 = reinterpret_cast<const __half2*>(&packed[j]);
+      const int d0 = 8 * j;
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const float2 kf = __half22float2(k2[i]);
 #pragma unroll
         for (int h = 0; h < kGroup; ++h) {
-          dot[h] = fmaf(q_s[h * hd + 8 * c + 2 * i], kf.x, dot[h]);
-          dot[h] = fmaf(q_s[h * hd + 8 * c + 2 * i + 1], kf.y, dot[h]);
+          dot[h] = fmaf(q_s[h * hd + d0 + 2 * i], kf.x, dot[h]);
+          dot[h] = fmaf(q_s[h * hd + d0 + 2 * i + 1], kf.y, dot[h]);
         }
       }
     }
-#pragma unroll
-    for (int h = 0; h < kGroup; ++h) e_s[h * kAttentionChunk + p] = dot[h] * inv_sqrt;
   }
-  __syncthreads();
-
-  float max_score[kGroup], exp_sum[kGroup];
+  const float inv_sqrt = 1.0f / sqrtf(static_cast<float>(hd));
 #pragma unroll
-  for (int h = 0; h < kGroup; ++h) {
-    float m = -INFINITY;
-    for (int p = threadIdx.x; p < len; p += blockDim.x) m = fmaxf(m, e_s[h * kAttentionChunk + p]);
-    max_score[h] = block_max(m);
-  }
-  __syncthreads();
-#pragma unroll
-  for (int h = 0; h < kGroup; ++h) {
-    float s = 0.0f;
-    for (int p = threadIdx.x; p < len; p += blockDim.x) {
-      const float e = expf(e_s[h * kAttentionChunk + p] - max_score[h]);
-      e_s[h * kAttentionChunk + p] = e;
-      s += e;
-    }
-    exp_sum[h] = block_sum(s);
-  }
-  __syncthreads();
-
-  for (int d2 = threadIdx.x; d2 < hd / 2; d2 += blockDim.x) {
-    float2 acc[kGroup] = {};
-    for (int p = 0; p < len; ++p) {
-      const float2 v =
-          __half22float2(reinterpret_cast<const __half2*>(values + static_cast<int64_t>(p) * hd)[d2]);
-#pragma unroll
-      for (int h = 0; h < kGroup; ++h) {
-        const float e = e_s[h * kAttentionChunk + p];
-        acc[h].x = fmaf(e, v.x, acc[h].x);
-        acc[h].y = fmaf(e, v.y, acc[h].y);
-      }
-    }
-#pragma unroll
-    for (int h = 0; h < kGroup; ++h) {
-      float* out = partial_at(a, t, kvh * kGroup + h, split);
-      out[2 + 2 * d2] = acc[h].x;
-      out[3 + 2 * d2] = acc[h].y;
-    }
-  }
-  if (threadIdx.x == 0) {
-#pragma unroll
-    for (int h = 0; h < kGroup; ++h) {
-      float* out = partial_at(a, t, kvh * kGroup + h, split);
-      out[0] = max_score[h];
-      out[1] = exp_sum[h];
-    }
-  }
+  for (int h = 0; h < kGroup; ++h) scores_of(a, t, kvh * kGroup + h)[p] = __fmul_rn(dot[h], inv_sqrt);
 }
 
-// out = sum_c w_c acc_c / sum_c w_c l_c with w_c = exp(m_c - max m) over the token's chunks.
-__global__ void __launch_bounds__(kThreads) attention_merge_kernel(AttentionArgs a) {
-  const int t = blockIdx.x, head = blockIdx.y;
-  const int chunks = (a.pos[t] + 1 + kAttentionChunk - 1) / kAttentionChunk;
+// Turns head `head`'s scores over [0, n_pos) into e[p] = exp(s[p] - max s) in place and
+// returns 1 / (16-lane sum of e) to every thread of the block.
+__device__ float softmax_in_place(float* s, int n_pos) {
   float m = -INFINITY;
-  for (int c = 0; c < chunks; ++c) m = fmaxf(m, partial_at(a, t, head, c)[0]);
-  float l = 0.0f;
-  for (int c = 0; c < chunks; ++c) {
-    const float* p = partial_at(a, t, head, c);
-    l += expf(p[0] - m) * p[1];
+  for (int p = threadIdx.x; p < n_pos; p += blockDim.x) m = fmaxf(m, s[p]);
+  m = block_max(m);
+  for (int p = threadIdx.x; p < n_pos; p += blockDim.x) s[p] = exp_nonpositive(__fsub_rn(s[p], m));
+  __syncthreads();
+  __shared__ float lane_sum[kLanes];
+  __shared__ float inv_sum;
+  if (threadIdx.x < kLanes) {
+    float sum = 0.0f;
+#pragma unroll 8
+    for (int p = threadIdx.x; p < n_pos; p += kLanes) sum = __fadd_rn(sum, s[p]);
+    lane_sum[threadIdx.x] = sum;
   }
-  float* out = a.out + (static_cast<int64_t>(t) * a.n_heads + head) * a.head_dim;
-  for (int d = threadIdx.x; d < a.head_dim; d += blockDim.x) {
-    float acc = 0.0f;
-    for (int c = 0; c < chunks; ++c) {
-      const float* p = partial_at(a, t, head, c);
-      acc += expf(p[0] - m) * p[2 + d];
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    // reduce_lanes: (i, i + 8), (i, i + 4), (i, i + 2), (0, 1).
+    float h8[8], h4[4];
+    for (int i = 0; i < 8; ++i) h8[i] = __fadd_rn(lane_sum[i], lane_sum[i + 8]);
+    for (int i = 0; i < 4; ++i) h4[i] = __fadd_rn(h8[i], h8[i + 4]);
+    inv_sum = 1.0f / __fadd_rn(__fadd_rn(h4[0], h4[2]), __fadd_rn(h4[1], h4[3]));
+  }
+  __syncthreads();
+  return inv_sum;
+}
+
+// A block per (token, KV head); thread (h, d) owns output d of query head h of the group.
+template <int kGroup>
+__global__ void __launch_bounds__(1024) values_kernel(AttentionArgs a) {
+  extern __shared__ float smem[];
+  const int hd = a.head_dim;
+  float* e_s = smem;                                                  // [kGroup][kValueTile]
+  __half* v_s = reinterpret_cast<__half*>(smem + kGroup * kValueTile);  // [kValueTile][hd]
+  const int t = blockIdx.x, kvh = blockIdx.y;
+  const int h = threadIdx.x / hd, d = threadIdx.x % hd;
+  const int n_pos = a.pos[t] + 1;
+  const __half* values = a.v_cache + head_offset(a, t, kvh);
+  float inv_sum = 0.0f;
+  for (int g = 0; g < kGroup; ++g) {
+    const float inv = softmax_in_place(scores_of(a, t, kvh * kGroup + g), n_pos);
+    if (g == h) inv_sum = inv;
+  }
+  float acc = 0.0f;
+  for (int start = 0; start < n_pos; start += kValueTile) {
+    const int len = min(kValueTile, n_pos - start);
+    __syncthreads();  // the previous tile is consumed
+    const uint4* src = reinterpret_cast<const uint4*>(values + static_cast<int64_t>(start) * hd);
+    for (int c = threadIdx.x; c < len * hd / 8; c += blockDim.x) reinterpret_cast<uint4*>(v_s)[c] = src[c];
+    for (int c = threadIdx.x; c < kGroup * kValueTile; c += blockDim.x) {
+      const int head = c / kValueTile, p = c % kValueTile;
+      e_s[c] = p < len ? scores_of(a, t, kvh * kGroup + head)[start + p] : 0.0f;
     }
-    out[d] = acc / l;
+    __syncthreads();
+    const float* e = e_s + h * kValueTile;
+#pragma unroll 8
+    for (int p = 0; p < len; ++p) acc = fmaf(e[p], __half2float(v_s[p * hd + d]), acc);
   }
+  a.out[(static_cast<int64_t>(t) * a.n_heads + kvh * kGroup + h) * hd + d] = __fmul_rn(acc, inv_sum);
 }
 
 template <int kGroup>
-void launch_chunks(const AttentionArgs& a, int n_tokens, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(n_tokens), static_cast<unsigned>(a.n_kv_heads),
-                  static_cast<unsigned>(splits_for(a.context)));
-  const size_t smem = sizeof(float) * kGroup * (a.head_dim + kAttentionChunk);
-  attention_chunk_kernel<kGroup><<<grid, kThreads, smem, stream>>>(a);
+void launch(const AttentionArgs& a, int n_tokens, cudaStream_t stream) {
+  const unsigned tokens = static_cast<unsigned>(n_tokens);
+  const unsigned chunks = static_cast<unsigned>((a.context + kScoreChunk - 1) / kScoreChunk);
+  scores_kernel<kGroup><<<dim3(tokens, a.n_kv_heads, chunks), kScoreChunk,
+                          sizeof(float) * kGroup * a.head_dim, stream>>>(a);
+  check_launch("attention scores");
+  const size_t smem = sizeof(float) * kGroup * kValueTile + sizeof(__half) * kValueTile * a.head_dim;
+  values_kernel<kGroup><<<dim3(tokens, a.n_kv_heads), kGroup * a.head_dim, smem, stream>>>(a);
+  check_launch("attention values");
 }
 
 }  // namespace
 
 void attention(const AttentionArgs& a, int n_tokens, cudaStream_t stream) {
+  if (a.n_heads / a.n_kv_heads * a.head_dim > 1024 || a.head_dim % 32 != 0) {
+    check(cudaErrorInvalidValue,
+          "attention: head_dim must be a multiple of 32, and query heads per KV head x head_dim "
+          "at most 1024");
+  }
   switch (a.n_heads / a.n_kv_heads) {
-    case 1: launch_chunks<1>(a, n_tokens, stream); break;
-    case 2: launch_chunks<2>(a, n_tokens, stream); break;
-    case 4: launch_chunks<4>(a, n_tokens, stream); break;
-    case 8: launch_chunks<8>(a, n_tokens, stream); break;
+    case 1: launch<1>(a, n_tokens, stream); break;
+    case 2: launch<2>(a, n_tokens, stream); break;
+    case 4: launch<4>(a, n_tokens, stream); break;
+    case 8: launch<8>(a, n_tokens, stream); break;
     default: check(cudaErrorInvalidValue, "attention: query heads per KV head must be 1, 2, 4 or 8");
   }
-  check_launch("attention chunks");
-  attention_merge_kernel<<<dim3(static_cast<unsigned>(n_tokens), static_cast<unsigned>(a.n_heads)),
-                           kThreads, 0, stream>>>(a);
-  check_launch("attention merge");
 }
 
-int64_t attention_workspace_floats(int n_heads, int head_dim, int context, int max_tokens) {
-  return static_cast<int64_t>(max_tokens) * n_heads * splits_for(context) * (head_dim + 2);
+int64_t attention_workspace_floats(int n_heads, int context, int max_tokens) {
+  return static_cast<int64_t>(max_tokens) * n_heads * context;
 }
 
 }  // namespace bitnet::cuda

@@ -1,10 +1,13 @@
 #pragma once
-// Causal attention over the in-place f16 KV cache, split over the sequence (flash-decoding):
-// each block takes one token, one KV head (with the query heads that share it) and one chunk of
-// kAttentionChunk positions, and leaves the chunk's max score, exp-sum and unnormalized output;
-// a second kernel merges the chunks. Prefill runs the same kernels, each token over its own
-// prefix. The CPU kernels' formula (s = (q . k) * (1 / sqrt(head_dim)), softmax in f32), summed in
-// another order: results agree to rounding.
+// Causal attention over the in-place f16 KV cache, in the CPU's exact arithmetic: every dot
+// product, exp and sum runs in the order of kernels/cpu/canonical_math.h and attention_scalar,
+// so the GPU's attention output is bit-identical to the CPU's (and a 30-layer model does not
+// drift apart at int8 rounding ties). Two kernels, each token over its own prefix [0, pos]:
+//   scores:  s[p] = (q . k[p]) * (1 / sqrt(head_dim)), a thread per position, blocks over chunks
+//            of positions and KV heads (the query heads sharing a KV head read it once);
+//   values:  per (token, KV head) block, e[p] = exp(s[p] - max s) (Cephes expf) and the 16-lane
+//            sum of e, then out[d] = (sum_p e[p] v[p][d]) / sum, a thread per output, positions
+//            in order.
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -12,8 +15,6 @@
 #include <cstdint>
 
 namespace bitnet::cuda {
-
-constexpr int kAttentionChunk = 128;
 
 struct AttentionArgs {
   const float* q = nullptr;  // [n][n_heads * head_dim], after RoPE
@@ -23,13 +24,14 @@ struct AttentionArgs {
   const int32_t* pos = nullptr;   // [n]: the token attends to positions [0, pos]
   const int32_t* slot = nullptr;  // [n]
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;  // n_heads / n_kv_heads in {1, 2, 4, 8};
-                                                  // head_dim % 8 == 0
+                                                  // head_dim % 32 == 0, group * head_dim <= 1024
   int context = 0;                                // positions the cache holds per slot
-  float* out = nullptr;      // [n][n_heads * head_dim]
-  float* partial = nullptr;  // attention_workspace_floats(...)
+  float* out = nullptr;     // [n][n_heads * head_dim]
+  float* scores = nullptr;  // [n][n_heads][context] scratch: scores, then probabilities
 };
 
 void attention(const AttentionArgs& args, int n_tokens, cudaStream_t stream);
-int64_t attention_workspace_floats(int n_heads, int head_dim, int context, int max_tokens);
+// Floats of AttentionArgs::scores for up to max_tokens tokens.
+int64_t attention_workspace_floats(int n_heads, int context, int max_tokens);
 
 }  // namespace bitnet::cuda

@@ -7,28 +7,31 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kRowsPerWarp = 4;    // each activation load feeds this many rows
-constexpr int kTokensPerPass = 8;  // accumulators: kTokensPerPass x kRowsPerWarp per lane
+constexpr int kTokensPerPass = 4;  // accumulators: kTokensPerPass x kRowsPerWarp per lane
 
-// Eight weights of row r starting at column c, as floats.
-__device__ __forceinline__ void load8(const LmHeadWeights& w, int64_t r, int64_t c, float (&v)[8]) {
+constexpr int kColsPerLane = 16;  // one 16-byte load of int8 codes, two of bf16
+
+// Sixteen weights of row r from column c, as floats.
+__device__ __forceinline__ void load16(const LmHeadWeights& w, int64_t r, int64_t c, float (&v)[16]) {
   if (w.int8) {
-    const int2 raw = __ldg(reinterpret_cast<const int2*>(w.codes + r * w.x_stride + c));
+    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(w.codes + r * w.x_stride + c));
     const int8_t* b = reinterpret_cast<const int8_t*>(&raw);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) v[i] = static_cast<float>(b[i]);
+    for (int i = 0; i < 16; ++i) v[i] = static_cast<float>(b[i]);
   } else {
-    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(w.bf16 + r * w.cols + c));
-    const uint32_t* p = reinterpret_cast<const uint32_t*>(&raw);
+    const uint4* p = reinterpret_cast<const uint4*>(w.bf16 + r * w.cols + c);
+    const uint4 raw[2] = {__ldg(p), __ldg(p + 1)};
+    const uint32_t* u = reinterpret_cast<const uint32_t*>(raw);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      v[2 * i] = __uint_as_float(p[i] << 16);
-      v[2 * i + 1] = __uint_as_float(p[i] & 0xffff0000u);
+    for (int i = 0; i < 8; ++i) {
+      v[2 * i] = __uint_as_float(u[i] << 16);
+      v[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
     }
   }
 }
 
-// A warp takes kRowsPerWarp rows; lane l reads columns [8l, 8l + 8) + 256 i of each row and
-// of every token's activations.
+// A warp takes kRowsPerWarp rows; lane l reads columns [16l, 16l + 16) + 512 i of each row and
+// of every token's activations (each activation load feeds kRowsPerWarp rows).
 template <int kTokens>
 __global__ void __launch_bounds__(kWarps * 32)
     lm_head_kernel(LmHeadWeights w, const float* x, int first_token, int n_tokens, float* logits) {
@@ -38,28 +41,32 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int tokens = min(kTokens, n_tokens - first_token);
   const int64_t cols = w.int8 ? w.x_stride : w.cols;
   float acc[kTokens][kRowsPerWarp] = {};
-  for (int64_t c = 8 * lane; c < cols; c += 256) {
-    float wv[kRowsPerWarp][8];
+  for (int64_t c = kColsPerLane * lane; c < cols; c += 32 * kColsPerLane) {
+    float wv[kRowsPerWarp][kColsPerLane];
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
       if (r0 + r < w.rows) {
-        load8(w, r0 + r, c, wv[r]);
+        load16(w, r0 + r, c, wv[r]);
       } else {
 #pragma unroll
-        for (int i = 0; i < 8; ++i) wv[r][i] = 0.0f;
+        for (int i = 0; i < kColsPerLane; ++i) wv[r][i] = 0.0f;
       }
     }
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       if (t < tokens) {
-        const float4* xp =
-            reinterpret_cast<const float4*>(x + static_cast<int64_t>(first_token + t) * w.x_stride + c);
-        const float4 xa = __ldg(xp), xb = __ldg(xp + 1);
-        const float xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+        const float4* xp = reinterpret_cast<const float4*>(
+            x + static_cast<int64_t>(first_token + t) * w.x_stride + c);
 #pragma unroll
-        for (int r = 0; r < kRowsPerWarp; ++r) {
+        for (int q = 0; q < kColsPerLane / 4; ++q) {
+          const float4 xq = __ldg(xp + q);
 #pragma unroll
-          for (int i = 0; i < 8; ++i) acc[t][r] = fmaf(wv[r][i], xv[i], acc[t][r]);
+          for (int r = 0; r < kRowsPerWarp; ++r) {
+            acc[t][r] = fmaf(wv[r][4 * q], xq.x, acc[t][r]);
+            acc[t][r] = fmaf(wv[r][4 * q + 1], xq.y, acc[t][r]);
+            acc[t][r] = fmaf(wv[r][4 * q + 2], xq.z, acc[t][r]);
+            acc[t][r] = fmaf(wv[r][4 * q + 3], xq.w, acc[t][r]);
+          }
         }
       }
     }
@@ -78,49 +85,34 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-constexpr int kArgmaxThreads = 1024;
+// Argmax as a 64-bit key: the float's bits made to order as unsigned integers, then the id
+// inverted, so that atomicMax keeps the largest value and, among equals, the lowest id.
+// NaN never wins.
+__device__ __forceinline__ unsigned long long argmax_key(float v, int64_t id) {
+  if (isnan(v)) return 0;
+  uint32_t u = __float_as_uint(v);
+  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return (static_cast<unsigned long long>(u) << 32) | (0xffffffffu - static_cast<uint32_t>(id));
+}
+
+constexpr int kArgmaxThreads = 256;
+constexpr int kArgmaxBlocksPerToken = 64;
 
 __global__ void __launch_bounds__(kArgmaxThreads)
-    argmax_kernel(const float* logits, int64_t vocab, int32_t* ids) {
-  const float* row = logits + blockIdx.x * vocab;
-  float best = -INFINITY;
-  int64_t best_id = vocab;
-  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
-    const float v = row[i];
-    if (v > best || best_id == vocab) {  // strided scan: a later equal value never wins
-      best = v;
-      best_id = i;
-    }
+    argmax_kernel(const float* logits, int64_t vocab, unsigned long long* keys) {
+  const float* row = logits + blockIdx.y * vocab;
+  unsigned long long best = 0;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < vocab;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    best = max(best, argmax_key(row[i], i));
   }
-  __shared__ float values[kArgmaxThreads / 32];
-  __shared__ int64_t indices[kArgmaxThreads / 32];
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    const float v = __shfl_xor_sync(0xffffffffu, best, offset);
-    const int64_t id = __shfl_xor_sync(0xffffffffu, best_id, offset);
-    if (v > best || (v == best && id < best_id)) {
-      best = v;
-      best_id = id;
-    }
-  }
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) {
-    values[warp] = best;
-    indices[warp] = best_id;
-  }
-  __syncthreads();
-  if (warp == 0) {
-    best = lane < kArgmaxThreads / 32 ? values[lane] : -INFINITY;
-    best_id = lane < kArgmaxThreads / 32 ? indices[lane] : vocab;
-    for (int offset = 16; offset > 0; offset >>= 1) {
-      const float v = __shfl_xor_sync(0xffffffffu, best, offset);
-      const int64_t id = __shfl_xor_sync(0xffffffffu, best_id, offset);
-      if (v > best || (v == best && id < best_id)) {
-        best = v;
-        best_id = id;
-      }
-    }
-    if (lane == 0) ids[blockIdx.x] = static_cast<int32_t>(best_id < vocab ? best_id : 0);
-  }
+  for (int offset = 16; offset > 0; offset >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, offset));
+  if (threadIdx.x % 32 == 0 && best != 0) atomicMax(keys + blockIdx.y, best);
+}
+
+__global__ void argmax_ids_kernel(const unsigned long long* keys, int n_tokens, int32_t* ids) {
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t < n_tokens) ids[t] = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(keys[t]));
 }
 
 }  // namespace
@@ -140,9 +132,15 @@ void lm_head(const LmHeadWeights& w, const float* x, int n_tokens, float* logits
   }
 }
 
-void argmax(const float* logits, int64_t vocab, int n_tokens, int32_t* ids, cudaStream_t stream) {
-  argmax_kernel<<<static_cast<unsigned>(n_tokens), kArgmaxThreads, 0, stream>>>(logits, vocab, ids);
+void argmax(const float* logits, int64_t vocab, int n_tokens, unsigned long long* keys,
+            int32_t* ids, cudaStream_t stream) {
+  check(cudaMemsetAsync(keys, 0, sizeof(unsigned long long) * static_cast<size_t>(n_tokens), stream),
+        "argmax");
+  argmax_kernel<<<dim3(kArgmaxBlocksPerToken, static_cast<unsigned>(n_tokens)), kArgmaxThreads, 0,
+                  stream>>>(logits, vocab, keys);
   check_launch("argmax");
+  argmax_ids_kernel<<<(n_tokens + 255) / 256, 256, 0, stream>>>(keys, n_tokens, ids);
+  check_launch("argmax ids");
 }
 
 }  // namespace bitnet::cuda

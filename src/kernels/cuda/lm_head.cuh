@@ -11,7 +11,7 @@ namespace bitnet::cuda {
 
 struct LmHeadWeights {
   bool int8 = false;
-  const uint16_t* bf16 = nullptr;  // [rows][cols]; cols % 8 == 0
+  const uint16_t* bf16 = nullptr;  // [rows][cols]; cols % 16 == 0
   const int8_t* codes = nullptr;   // int8: [rows][x_stride]
   const float* row_scales = nullptr;  // int8: [rows]
   int64_t rows = 0, cols = 0;
@@ -22,7 +22,9 @@ struct LmHeadWeights {
 void lm_head(const LmHeadWeights& w, const float* x, int n_tokens, float* logits,
              cudaStream_t stream);
 
-// ids[t] = argmax of logits[t][0, vocab), ties to the lowest id (as the CPU sampler).
-void argmax(const float* logits, int64_t vocab, int n_tokens, int32_t* ids, cudaStream_t stream);
+// ids[t] = argmax of logits[t][0, vocab), ties to the lowest id (as the CPU sampler); keys is
+// scratch of n_tokens elements.
+void argmax(const float* logits, int64_t vocab, int n_tokens, unsigned long long* keys,
+            int32_t* ids, cudaStream_t stream);
 
 }  // namespace bitnet::cuda

@@ -1,10 +1,12 @@
 #include "kernels/cuda/norm.cuh"
+#include "kernels/cuda/norm_quantize.cuh"
 #include "kernels/cuda/reduce.cuh"
 
 namespace bitnet::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kQuantizeThreads = 1024;
 
 __global__ void embed_kernel(const uint16_t* embed, int64_t hidden, const int32_t* tokens,
                              float* x) {
@@ -15,45 +17,18 @@ __global__ void embed_kernel(const uint16_t* embed, int64_t hidden, const int32_
   }
 }
 
-// 1 / rms(x) as the CPU computes it: double sum of squares, then f32.
-__device__ float inv_rms(const float* x, int64_t cols, float eps) {
-  double sum_sq = 0.0;
-  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-    sum_sq += static_cast<double>(x[i]) * static_cast<double>(x[i]);
-  }
-  sum_sq = block_sum(sum_sq);
-  const float variance = static_cast<float>(sum_sq / static_cast<double>(cols));
-  return 1.0f / sqrtf(variance + eps);
-}
-
-__device__ float normed(const float* x, const float* weight, int64_t i, float inv) {
-  return __fmul_rn(weight[i], __fmul_rn(x[i], inv));
-}
-
-__global__ void rmsnorm_quantize_kernel(const float* x, int64_t x_stride, const float* weight,
-                                        int64_t cols, float eps, int8_t* q, int64_t q_stride,
-                                        float* scale, int32_t* sum) {
+template <int kPerThread>
+__global__ void __launch_bounds__(kQuantizeThreads)
+    rmsnorm_quantize_kernel(const float* x, int64_t x_stride, const float* weight, int64_t cols,
+                            float eps, int8_t* q, int64_t q_stride, float* scale, int32_t* sum) {
   const int t = blockIdx.x;
-  x += t * x_stride;
   q += t * q_stride;
-  const float inv = inv_rms(x, cols, eps);
-  float max_abs = 0.0f;
-  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-    max_abs = fmaxf(max_abs, fabsf(normed(x, weight, i, inv)));
-  }
-  max_abs = block_max(max_abs);
-  const float s = 127.0f / fmaxf(max_abs, 1e-5f);
-  int32_t total = 0;
-  for (int64_t i = threadIdx.x; i < q_stride; i += blockDim.x) {
-    int8_t v = 0;
-    if (i < cols) v = static_cast<int8_t>(fminf(fmaxf(rintf(__fmul_rn(normed(x, weight, i, inv), s)), -128.0f), 127.0f));
-    q[i] = v;
-    total += v;
-  }
-  total = block_sum(total);
+  for (int64_t i = cols + threadIdx.x; i < q_stride; i += blockDim.x) q[i] = 0;
+  const QuantizedRow row = rmsnorm_quantize_row<kPerThread>(x + t * x_stride, weight, cols, eps,
+                                                            [&](int64_t i, int8_t c) { q[i] = c; });
   if (threadIdx.x == 0) {
-    scale[t] = s;
-    sum[t] = total;
+    scale[t] = row.scale;
+    sum[t] = row.sum;
   }
 }
 
@@ -61,8 +36,12 @@ __global__ void rmsnorm_kernel(const float* x, int64_t cols, const float* weight
                                float* out, int64_t out_stride) {
   x += blockIdx.x * cols;
   out += blockIdx.x * out_stride;
-  const float inv = inv_rms(x, cols, eps);
-  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) out[i] = normed(x, weight, i, inv);
+  double sum_sq = 0.0;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+    sum_sq += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  }
+  const float inv = block_inv_rms(sum_sq, cols, eps);
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) out[i] = normed(x[i], weight[i], inv);
 }
 
 }  // namespace
@@ -76,8 +55,15 @@ void embed_rows(const uint16_t* embed, int64_t hidden, const int32_t* tokens, in
 void rmsnorm_quantize(const float* x, int64_t x_stride, const float* weight, int64_t cols,
                       float eps, int n_tokens, int8_t* q, int64_t q_stride, float* scale,
                       int32_t* sum, cudaStream_t stream) {
-  rmsnorm_quantize_kernel<<<n_tokens, kThreads, 0, stream>>>(x, x_stride, weight, cols, eps, q,
-                                                             q_stride, scale, sum);
+  if (cols <= 4 * kQuantizeThreads) {
+    rmsnorm_quantize_kernel<4><<<n_tokens, kQuantizeThreads, 0, stream>>>(
+        x, x_stride, weight, cols, eps, q, q_stride, scale, sum);
+  } else if (cols <= kMaxQuantizeCols) {
+    rmsnorm_quantize_kernel<16><<<n_tokens, kQuantizeThreads, 0, stream>>>(
+        x, x_stride, weight, cols, eps, q, q_stride, scale, sum);
+  } else {
+    check(cudaErrorInvalidValue, "rmsnorm_quantize: more than 16384 columns");
+  }
   check_launch("rmsnorm_quantize");
 }
 

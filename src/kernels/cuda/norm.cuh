@@ -16,7 +16,10 @@ namespace bitnet::cuda {
 void embed_rows(const uint16_t* embed, int64_t hidden, const int32_t* tokens, int n_tokens,
                 float* x, cudaStream_t stream);
 
-// For each token t: h = weight * (x[t] / rms(x[t])), then transformers' ActQuant of h:
+constexpr int64_t kMaxQuantizeCols = 16384;
+
+// For each token t (cols <= kMaxQuantizeCols): h = weight * (x[t] / rms(x[t])), then
+// transformers' ActQuant of h:
 //   s = 127 / max(max|h|, 1e-5), q = clamp(round_half_even(h * s), -128, 127)
 // into out.q[t][0, cols) (the row's padding up to out.stride is zeroed), out.scale[t] = s and
 // out.sum[t] = sum of q.

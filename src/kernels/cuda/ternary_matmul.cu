@@ -1,5 +1,6 @@
 #include <algorithm>
 
+#include "kernels/cuda/norm_quantize.cuh"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/ternary_layout.h"
 #include "kernels/cuda/ternary_matmul.cuh"
@@ -74,42 +75,90 @@ __device__ __forceinline__ int dot16(uint32_t word, int4 x, int acc) {
 
 // ---- GEMV ----------------------------------------------------------------------------------
 
-constexpr int kGemvWarps = 8;
+constexpr int kGemvWarps = 16;
+constexpr int kGemvPrefetch = 4;  // 16-byte chunks per row and lane: K up to kGemvMaxCols
+static_assert(32 * kGemvPrefetch * 64 == kGemvMaxCols);
 
-// Lane l reads weight chunk i = l + 32 n (16 bytes, 64 weights) of both rows, and the four
-// 16-byte activation chunks 4i .. 4i + 3 that meet it. Activations sit in shared memory as
-// x_s[c * chunks + i] = chunk 4i + c, so the 32 lanes' reads of one c are consecutive.
-__global__ void __launch_bounds__(kGemvWarps * 32)
-    gemv_kernel(TernaryWeights w, Int8Acts acts, Epilogue e) {
+// A persistent grid: each block normalizes and quantizes the input once (while its first weight
+// loads are in flight), then each warp takes output pairs in turn, requesting the next pair's
+// rows before it works on the current one. Lane l holds weight chunks i = l + 32 k (16 bytes,
+// 64 weights) of both rows and meets them with activation chunks 4i .. 4i + 3. Activations sit
+// in shared memory as x_s[c * chunks + i] = chunk 4i + c, so the 32 lanes' reads of one c are
+// consecutive.
+template <int kPerThread>
+__global__ void __launch_bounds__(kGemvWarps * 32, 1)
+    gemv_kernel(TernaryWeights w, NormedInput input, Epilogue e) {
   extern __shared__ int4 x_s[];
   const int64_t words = row_words(w.cols);
   const int64_t chunks = words / 4;
-  const int4* x = reinterpret_cast<const int4*>(acts.q);
-  for (int64_t i = threadIdx.x; i < words; i += blockDim.x) x_s[(i % 4) * chunks + i / 4] = x[i];
+  const int64_t pairs = w.rows / 2;
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * kGemvWarps;
+  int64_t pair = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
+
+  struct Rows {
+    uint4 a[kGemvPrefetch], b[kGemvPrefetch];
+  };
+  auto fetch = [&](int64_t p, Rows& rows) {
+    if (p >= pairs) return;
+    const uint4* row0 = reinterpret_cast<const uint4*>(w.words + 2 * p * words);
+    const uint4* row1 = row0 + chunks;
+#pragma unroll
+    for (int k = 0; k < kGemvPrefetch; ++k) {
+      const int64_t i = lane + 32 * k;
+      if (i < chunks) {
+        rows.a[k] = __ldg(row0 + i);
+        rows.b[k] = __ldg(row1 + i);
+      }
+    }
+  };
+  Rows current;
+  fetch(pair, current);
+
+  int8_t* x_bytes = reinterpret_cast<int8_t*>(x_s);
+  auto store = [&](int64_t i, int8_t code) {
+    const int64_t c = i / 16;
+    x_bytes[((c % 4) * chunks + c / 4) * 16 + i % 16] = code;
+  };
+  for (int64_t i = w.cols + threadIdx.x; i < words * 16; i += blockDim.x) store(i, 0);
+  const QuantizedRow acts =
+      rmsnorm_quantize_row<kPerThread>(input.x, input.weight, w.cols, input.eps, store);
   __syncthreads();
 
-  const int lane = threadIdx.x % 32;
-  const int64_t r = 2 * (static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32);
-  if (r >= w.rows) return;
-  const uint4* row0 = reinterpret_cast<const uint4*>(w.words + r * words);
-  const uint4* row1 = row0 + chunks;
-  int acc0 = 0, acc1 = 0;
-#pragma unroll 4
-  for (int64_t i = lane; i < chunks; i += 32) {
-    const uint4 p0 = __ldg(row0 + i), p1 = __ldg(row1 + i);
-    const int4 x0 = x_s[i], x1 = x_s[chunks + i], x2 = x_s[2 * chunks + i],
-               x3 = x_s[3 * chunks + i];
-    acc0 = dot16(p0.w, x3, dot16(p0.z, x2, dot16(p0.y, x1, dot16(p0.x, x0, acc0))));
-    acc1 = dot16(p1.w, x3, dot16(p1.z, x2, dot16(p1.y, x1, dot16(p1.x, x0, acc1))));
+  for (; pair < pairs; pair += warps) {
+    Rows next;
+    fetch(pair + warps, next);
+    int acc0 = 0, acc1 = 0;
+#pragma unroll
+    for (int k = 0; k < kGemvPrefetch; ++k) {
+      const int64_t i = lane + 32 * k;
+      if (i < chunks) {
+        const int4 x0 = x_s[i], x1 = x_s[chunks + i], x2 = x_s[2 * chunks + i],
+                   x3 = x_s[3 * chunks + i];
+        const uint4 a = current.a[k], b = current.b[k];
+        acc0 = dot16(a.w, x3, dot16(a.z, x2, dot16(a.y, x1, dot16(a.x, x0, acc0))));
+        acc1 = dot16(b.w, x3, dot16(b.z, x2, dot16(b.y, x1, dot16(b.x, x0, acc1))));
+      }
+    }
+    acc0 = warp_sum(acc0);
+    acc1 = warp_sum(acc1);
+    if (lane == 0) {
+      const int64_t r = 2 * pair;
+      store_pair(e, 0, r, scaled(acc0 - acts.sum, acts.scale, w.row_scales[r]),
+                 scaled(acc1 - acts.sum, acts.scale, w.row_scales[r + 1]));
+    }
+    current = next;
   }
-  acc0 = warp_sum(acc0);
-  acc1 = warp_sum(acc1);
-  if (lane == 0) {
-    const int32_t sum = acts.sum[0];
-    const float s = acts.scale[0];
-    store_pair(e, 0, r, scaled(acc0 - sum, s, w.row_scales[r]),
-               scaled(acc1 - sum, s, w.row_scales[r + 1]));
-  }
+}
+
+int multiprocessors() {
+  static const int count = [] {
+    int device = 0, n = 0;
+    check(cudaGetDevice(&device), "cudaGetDevice");
+    check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device), "SM count");
+    return n;
+  }();
+  return count;
 }
 
 // ---- GEMM ----------------------------------------------------------------------------------
@@ -303,12 +352,22 @@ auto with_tile(int n_tokens, Fn&& fn) {
 
 }  // namespace
 
-void ternary_gemv(const TernaryWeights& w, const Int8Acts& acts, const Epilogue& epilogue,
+void ternary_gemv(const TernaryWeights& w, const NormedInput& input, const Epilogue& epilogue,
                   cudaStream_t stream) {
   const int64_t pairs = w.rows / 2;
-  const unsigned blocks = static_cast<unsigned>((pairs + kGemvWarps - 1) / kGemvWarps);
+  const unsigned blocks = static_cast<unsigned>(
+      std::min<int64_t>((pairs + kGemvWarps - 1) / kGemvWarps, multiprocessors()));
   const size_t smem = static_cast<size_t>(row_words(w.cols)) * 16;
-  gemv_kernel<<<blocks, kGemvWarps * 32, smem, stream>>>(w, acts, epilogue);
+  constexpr int kThreads = kGemvWarps * 32;
+  if (w.cols <= 4 * kThreads) {
+    gemv_kernel<4><<<blocks, kThreads, smem, stream>>>(w, input, epilogue);
+  } else if (w.cols <= 8 * kThreads) {
+    gemv_kernel<8><<<blocks, kThreads, smem, stream>>>(w, input, epilogue);
+  } else if (w.cols <= kGemvMaxCols) {
+    gemv_kernel<16><<<blocks, kThreads, smem, stream>>>(w, input, epilogue);
+  } else {
+    check(cudaErrorInvalidValue, "ternary_gemv: more than 8192 columns");
+  }
   check_launch("ternary_gemv");
 }
 

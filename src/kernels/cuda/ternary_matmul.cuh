@@ -43,9 +43,18 @@ struct Epilogue {
   int64_t cache_head_stride = 0;  // elements per kv head (context x head_dim)
 };
 
-// One token (decode): a warp per output pair streams both rows with 16-byte loads and dp4a,
-// then applies the epilogue.
-void ternary_gemv(const TernaryWeights& w, const Int8Acts& acts, const Epilogue& epilogue,
+// The f32 input of a decode step's matmul and the RMSNorm in front of it.
+struct NormedInput {
+  const float* x = nullptr;       // [cols]
+  const float* weight = nullptr;  // [cols]
+  float eps = 0;
+};
+
+// One token (decode), cols <= kGemvMaxCols: each block normalizes and quantizes the input
+// itself (as rmsnorm_quantize, norm.cuh) while its first weight loads are in flight, then a warp
+// per output pair streams both rows with 16-byte loads and dp4a and applies the epilogue.
+constexpr int64_t kGemvMaxCols = 8192;
+void ternary_gemv(const TernaryWeights& w, const NormedInput& input, const Epilogue& epilogue,
                   cudaStream_t stream);
 
 // n_tokens >= 1 tokens: int8 tensor-core MMA on tiles of codes (m16n8k32), K split across

@@ -203,9 +203,10 @@ struct CudaForward::Impl {
   int64_t cache_head_stride = 0, cache_layer_stride = 0, cache_slot_stride = 0;
 
   int64_t act_stride = 0, head_x_stride = 0;
-  DeviceBuffer<float> x, q, attn_out, h, normed, logits, act_scale, attention_partial;
+  DeviceBuffer<float> x, q, attn_out, h, normed, logits, act_scale, attention_workspace;
   DeviceBuffer<int8_t> act_q;
   DeviceBuffer<int32_t> act_sum, workspace, tokens, pos, slot, ids;
+  DeviceBuffer<unsigned long long> argmax_keys;
   int32_t* host_meta = nullptr;  // pinned [3][max_batch]: tokens, positions, slots
   std::map<std::pair<int, bool>, cudaGraphExec_t> graphs;  // (batch size, argmax) -> decode step
 
@@ -213,8 +214,8 @@ struct CudaForward::Impl {
   ~Impl();
   void upload_weights();
   void enqueue(int n, int logits_from, bool want_ids);
-  void matmul(const DeviceTernary& w, int n, const cuda::Epilogue& e);
-  cuda::Int8Acts acts() const { return {act_q.get(), act_stride, act_scale.get(), act_sum.get()}; }
+  void matmul(const DeviceTernary& w, int n, const float* input, const float* norm,
+              const cuda::Epilogue& e);
 };
 
 CudaForward::Impl::Impl(std::shared_ptr<const Model> m, int max_batch_, int context_, int n_slots_)
@@ -240,8 +241,13 @@ CudaForward::Impl::Impl(std::shared_ptr<const Model> m, int max_batch_, int cont
     throw Error("CUDA backend: " + std::to_string(group) +
                 " query heads per KV head (it takes 1, 2, 4 or 8)");
   }
-  if (c.head_dim % 8 != 0 || c.hidden_dim % 8 != 0) {
-    throw Error("CUDA backend: head_dim and hidden_size must be multiples of 8");
+  if (c.head_dim % 32 != 0 || c.head_dim > 128 || c.hidden_dim % 16 != 0) {
+    throw Error("CUDA backend: head_dim must be 32, 64, 96 or 128 and hidden_size a multiple of "
+                "16");
+  }
+  if (std::max(c.hidden_dim, c.ffn_dim) > cuda::kGemvMaxCols) {
+    throw Error("CUDA backend: hidden_size and intermediate_size must be at most " +
+                std::to_string(cuda::kGemvMaxCols));
   }
   check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
   upload_weights();
@@ -263,16 +269,20 @@ CudaForward::Impl::Impl(std::shared_ptr<const Model> m, int max_batch_, int cont
   act_q = DeviceBuffer<int8_t>(static_cast<size_t>(b * act_stride), "activations");
   act_scale = DeviceBuffer<float>(static_cast<size_t>(b), "activations");
   act_sum = DeviceBuffer<int32_t>(static_cast<size_t>(b), "activations");
-  const int64_t widest = std::max<int64_t>({c.q_dim() + 2 * c.kv_dim(), c.hidden_dim, 2 * c.ffn_dim});
-  workspace = DeviceBuffer<int32_t>(
-      static_cast<size_t>(cuda::ternary_gemm_workspace(widest, max_batch)), "matmul workspace");
-  attention_partial = DeviceBuffer<float>(
-      static_cast<size_t>(cuda::attention_workspace_floats(c.n_heads, c.head_dim, context, max_batch)),
+  // Narrow matrices split K more ways: the largest need over the four shapes.
+  int64_t workspace_ints = 0;
+  for (int64_t rows : {int64_t{c.q_dim()} + 2 * c.kv_dim(), int64_t{c.hidden_dim}, 2 * int64_t{c.ffn_dim}}) {
+    workspace_ints = std::max(workspace_ints, cuda::ternary_gemm_workspace(rows, max_batch));
+  }
+  workspace = DeviceBuffer<int32_t>(static_cast<size_t>(workspace_ints), "matmul workspace");
+  attention_workspace = DeviceBuffer<float>(
+      static_cast<size_t>(cuda::attention_workspace_floats(c.n_heads, context, max_batch)),
       "attention workspace");
   tokens = DeviceBuffer<int32_t>(static_cast<size_t>(b), "batch");
   pos = DeviceBuffer<int32_t>(static_cast<size_t>(b), "batch");
   slot = DeviceBuffer<int32_t>(static_cast<size_t>(b), "batch");
   ids = DeviceBuffer<int32_t>(static_cast<size_t>(b), "batch");
+  argmax_keys = DeviceBuffer<unsigned long long>(static_cast<size_t>(b), "batch");
   check(cudaMallocHost(&host_meta, sizeof(int32_t) * 3 * static_cast<size_t>(b)), "pinned buffer");
 }
 
@@ -353,12 +363,19 @@ void CudaForward::Impl::upload_weights() {
   rope_sin = upload(sin_table, "RoPE table");
 }
 
-void CudaForward::Impl::matmul(const DeviceTernary& w, int n, const cuda::Epilogue& e) {
+// norm(input) times w for n tokens: one token normalizes inside the GEMV; more tokens are
+// normalized and quantized once, then share the GEMM.
+void CudaForward::Impl::matmul(const DeviceTernary& w, int n, const float* input,
+                               const float* norm, const cuda::Epilogue& e) {
+  const float eps = c.rms_norm_eps;
   if (n == 1) {
-    cuda::ternary_gemv(w.view(), acts(), e, stream);
-  } else {
-    cuda::ternary_gemm(w.view(), acts(), n, e, workspace.get(), stream);
+    cuda::ternary_gemv(w.view(), {input, norm, eps}, e, stream);
+    return;
   }
+  cuda::rmsnorm_quantize(input, w.cols, norm, w.cols, eps, n, act_q.get(), act_stride,
+                         act_scale.get(), act_sum.get(), stream);
+  cuda::ternary_gemm(w.view(), {act_q.get(), act_stride, act_scale.get(), act_sum.get()}, n, e,
+                     workspace.get(), stream);
 }
 
 // The whole forward pass for n tokens whose ids, positions and slots are on the device.
@@ -373,8 +390,6 @@ void CudaForward::Impl::enqueue(int n, int logits_from, bool want_ids) {
 
     // Attention block: norm -> q,k,v with RoPE and the cache write -> attention -> sub-norm ->
     // o_proj added to the residual.
-    cuda::rmsnorm_quantize(x.get(), hidden, lw.input_norm.get(), hidden, eps, n, act_q.get(),
-                           act_stride, act_scale.get(), act_sum.get(), stream);
     cuda::Epilogue qkv;
     qkv.kind = cuda::EpilogueKind::qkv_rope;
     qkv.out = q.get();
@@ -390,7 +405,7 @@ void CudaForward::Impl::enqueue(int n, int logits_from, bool want_ids) {
     qkv.v_cache = v_layer;
     qkv.cache_slot_stride = cache_slot_stride;
     qkv.cache_head_stride = cache_head_stride;
-    matmul(lw.qkv, n, qkv);
+    matmul(lw.qkv, n, x.get(), lw.input_norm.get(), qkv);
 
     cuda::AttentionArgs att;
     att.q = q.get();
@@ -405,28 +420,25 @@ void CudaForward::Impl::enqueue(int n, int logits_from, bool want_ids) {
     att.head_dim = c.head_dim;
     att.context = context;
     att.out = attn_out.get();
-    att.partial = attention_partial.get();
+    att.scores = attention_workspace.get();
     cuda::attention(att, n, stream);
 
-    cuda::rmsnorm_quantize(attn_out.get(), q_dim, lw.attn_sub_norm.get(), q_dim, eps, n,
-                           act_q.get(), act_stride, act_scale.get(), act_sum.get(), stream);
-    matmul(lw.o, n, {.kind = cuda::EpilogueKind::add, .out = x.get(), .out_stride = hidden});
+    matmul(lw.o, n, attn_out.get(), lw.attn_sub_norm.get(),
+           {.kind = cuda::EpilogueKind::add, .out = x.get(), .out_stride = hidden});
 
     // FFN block: norm -> gate,up with relu(gate)^2 * up -> sub-norm -> down_proj added to the
     // residual.
-    cuda::rmsnorm_quantize(x.get(), hidden, lw.post_attn_norm.get(), hidden, eps, n, act_q.get(),
-                           act_stride, act_scale.get(), act_sum.get(), stream);
-    matmul(lw.gate_up, n, {.kind = cuda::EpilogueKind::relu2_mul, .out = h.get(), .out_stride = ffn});
-    cuda::rmsnorm_quantize(h.get(), ffn, lw.ffn_sub_norm.get(), ffn, eps, n, act_q.get(),
-                           act_stride, act_scale.get(), act_sum.get(), stream);
-    matmul(lw.down, n, {.kind = cuda::EpilogueKind::add, .out = x.get(), .out_stride = hidden});
+    matmul(lw.gate_up, n, x.get(), lw.post_attn_norm.get(),
+           {.kind = cuda::EpilogueKind::relu2_mul, .out = h.get(), .out_stride = ffn});
+    matmul(lw.down, n, h.get(), lw.ffn_sub_norm.get(),
+           {.kind = cuda::EpilogueKind::add, .out = x.get(), .out_stride = hidden});
   }
   const int rows = n - logits_from;
   if (rows <= 0) return;
   cuda::rmsnorm(x.get() + logits_from * hidden, hidden, final_norm.get(), eps, rows, normed.get(),
                 head_x_stride, stream);
   cuda::lm_head(head, normed.get(), rows, logits.get(), stream);
-  if (want_ids) cuda::argmax(logits.get(), c.vocab_size, rows, ids.get(), stream);
+  if (want_ids) cuda::argmax(logits.get(), c.vocab_size, rows, argmax_keys.get(), ids.get(), stream);
 }
 
 CudaForward::CudaForward(std::shared_ptr<const Model> model, int max_batch, int context_length,
