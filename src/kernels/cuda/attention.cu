@@ -9,7 +9,7 @@ namespace {
 
 constexpr int kScoreChunk = 128;  // positions per scores block (a thread each)
 constexpr int kLanes = 16;        // canonical_math.h
-constexpr int kValueTile = 128;   // positions of V staged in shared memory at a time
+constexpr int kValueTile = 64;    // positions of V per shared-memory stage (two stages)
 
 // canonical_math.h's exp_nonpositive, operation for operation.
 __device__ float exp_nonpositive(float x) {
@@ -85,66 +85,94 @@ __global__ void __launch_bounds__(kScoreChunk) scores_kernel(AttentionArgs a) {
   for (int h = 0; h < kGroup; ++h) scores_of(a, t, kvh * kGroup + h)[p] = __fmul_rn(dot[h], inv_sqrt);
 }
 
-// Turns head `head`'s scores over [0, n_pos) into e[p] = exp(s[p] - max s) in place and
-// returns 1 / (16-lane sum of e) to every thread of the block.
-__device__ float softmax_in_place(float* s, int n_pos) {
-  float m = -INFINITY;
-  for (int p = threadIdx.x; p < n_pos; p += blockDim.x) m = fmaxf(m, s[p]);
-  m = block_max(m);
-  for (int p = threadIdx.x; p < n_pos; p += blockDim.x) s[p] = exp_nonpositive(__fsub_rn(s[p], m));
-  __syncthreads();
-  __shared__ float lane_sum[kLanes];
-  __shared__ float inv_sum;
-  if (threadIdx.x < kLanes) {
-    float sum = 0.0f;
-#pragma unroll 8
-    for (int p = threadIdx.x; p < n_pos; p += kLanes) sum = __fadd_rn(sum, s[p]);
-    lane_sum[threadIdx.x] = sum;
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    // reduce_lanes: (i, i + 8), (i, i + 4), (i, i + 2), (0, 1).
-    float h8[8], h4[4];
-    for (int i = 0; i < 8; ++i) h8[i] = __fadd_rn(lane_sum[i], lane_sum[i + 8]);
-    for (int i = 0; i < 4; ++i) h4[i] = __fadd_rn(h8[i], h8[i + 4]);
-    inv_sum = 1.0f / __fadd_rn(__fadd_rn(h4[0], h4[2]), __fadd_rn(h4[1], h4[3]));
-  }
-  __syncthreads();
-  return inv_sum;
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem));
 }
 
 // A block per (token, KV head); thread (h, d) owns output d of query head h of the group.
+// First the softmax of the group's kGroup heads in place: e[p] = exp(s[p] - max s), and each
+// head's 16-lane sum (lane j adds positions j, j + 16, ... in order; 16 kGroup threads at once).
+// Then each thread runs its output's chain over the positions in order, V staged in shared
+// memory kValueTile positions at a time, the next tile loading while the current one is used.
 template <int kGroup>
 __global__ void __launch_bounds__(1024) values_kernel(AttentionArgs a) {
-  extern __shared__ float smem[];
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
   const int hd = a.head_dim;
-  float* e_s = smem;                                                  // [kGroup][kValueTile]
-  __half* v_s = reinterpret_cast<__half*>(smem + kGroup * kValueTile);  // [kValueTile][hd]
+  __half* v_s = reinterpret_cast<__half*>(smem_bytes);  // [2][kValueTile][hd]
+  __shared__ float lane_sum[kGroup][kLanes];
+  __shared__ float inv_sum_s[kGroup];
   const int t = blockIdx.x, kvh = blockIdx.y;
   const int h = threadIdx.x / hd, d = threadIdx.x % hd;
   const int n_pos = a.pos[t] + 1;
   const __half* values = a.v_cache + head_offset(a, t, kvh);
-  float inv_sum = 0.0f;
+  float* scores[kGroup];
+#pragma unroll
+  for (int g = 0; g < kGroup; ++g) scores[g] = scores_of(a, t, kvh * kGroup + g);
+
+  auto load_tile = [&](int buf, int start) {
+    const int len = min(kValueTile, n_pos - start);
+    const uint4* src = reinterpret_cast<const uint4*>(values + static_cast<int64_t>(start) * hd);
+    uint4* dst = reinterpret_cast<uint4*>(v_s + buf * kValueTile * hd);
+    for (int c = threadIdx.x; c < len * hd / 8; c += blockDim.x) cp_async16(dst + c, src + c);
+    asm volatile("cp.async.commit_group;\n");
+  };
+  load_tile(0, 0);  // V does not depend on the softmax
+
+  float max_score[kGroup];
+#pragma unroll
   for (int g = 0; g < kGroup; ++g) {
-    const float inv = softmax_in_place(scores_of(a, t, kvh * kGroup + g), n_pos);
-    if (g == h) inv_sum = inv;
+    float m = -INFINITY;
+    for (int p = threadIdx.x; p < n_pos; p += blockDim.x) m = fmaxf(m, scores[g][p]);
+    max_score[g] = block_max(m);
+  }
+#pragma unroll
+  for (int g = 0; g < kGroup; ++g) {
+    for (int p = threadIdx.x; p < n_pos; p += blockDim.x) {
+      scores[g][p] = exp_nonpositive(__fsub_rn(scores[g][p], max_score[g]));
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < kGroup * kLanes) {
+    const int g = threadIdx.x / kLanes, lane = threadIdx.x % kLanes;
+    const float* e = scores_of(a, t, kvh * kGroup + g);
+    float sum = 0.0f;
+#pragma unroll 8
+    for (int p = lane; p < n_pos; p += kLanes) sum = __fadd_rn(sum, e[p]);
+    lane_sum[g][lane] = sum;
+  }
+  __syncthreads();
+  if (threadIdx.x < kGroup) {
+    // reduce_lanes: (i, i + 8), (i, i + 4), (i, i + 2), (0, 1).
+    const float* lanes = lane_sum[threadIdx.x];
+    float h8[8], h4[4];
+    for (int i = 0; i < 8; ++i) h8[i] = __fadd_rn(lanes[i], lanes[i + 8]);
+    for (int i = 0; i < 4; ++i) h4[i] = __fadd_rn(h8[i], h8[i + 4]);
+    inv_sum_s[threadIdx.x] = 1.0f / __fadd_rn(__fadd_rn(h4[0], h4[2]), __fadd_rn(h4[1], h4[3]));
+  }
+
+  const float* e = scores[0];
+#pragma unroll
+  for (int g = 1; g < kGroup; ++g) {
+    if (g == h) e = scores[g];
   }
   float acc = 0.0f;
-  for (int start = 0; start < n_pos; start += kValueTile) {
-    const int len = min(kValueTile, n_pos - start);
-    __syncthreads();  // the previous tile is consumed
-    const uint4* src = reinterpret_cast<const uint4*>(values + static_cast<int64_t>(start) * hd);
-    for (int c = threadIdx.x; c < len * hd / 8; c += blockDim.x) reinterpret_cast<uint4*>(v_s)[c] = src[c];
-    for (int c = threadIdx.x; c < kGroup * kValueTile; c += blockDim.x) {
-      const int head = c / kValueTile, p = c % kValueTile;
-      e_s[c] = p < len ? scores_of(a, t, kvh * kGroup + head)[start + p] : 0.0f;
+  for (int start = 0, buf = 0; start < n_pos; start += kValueTile, buf ^= 1) {
+    if (start + kValueTile < n_pos) {
+      load_tile(buf ^ 1, start + kValueTile);
+      asm volatile("cp.async.wait_group 1;\n");
+    } else {
+      asm volatile("cp.async.wait_group 0;\n");
     }
     __syncthreads();
-    const float* e = e_s + h * kValueTile;
+    const __half* v = v_s + buf * kValueTile * hd + d;
+    const int len = min(kValueTile, n_pos - start);
 #pragma unroll 8
-    for (int p = 0; p < len; ++p) acc = fmaf(e[p], __half2float(v_s[p * hd + d]), acc);
+    for (int p = 0; p < len; ++p) acc = fmaf(e[start + p], __half2float(v[p * hd]), acc);
+    __syncthreads();  // the next iteration's load overwrites this buffer
   }
-  a.out[(static_cast<int64_t>(t) * a.n_heads + kvh * kGroup + h) * hd + d] = __fmul_rn(acc, inv_sum);
+  a.out[(static_cast<int64_t>(t) * a.n_heads + kvh * kGroup + h) * hd + d] =
+      __fmul_rn(acc, inv_sum_s[h]);
 }
 
 template <int kGroup>
@@ -154,7 +182,7 @@ void launch(const AttentionArgs& a, int n_tokens, cudaStream_t stream) {
   scores_kernel<kGroup><<<dim3(tokens, a.n_kv_heads, chunks), kScoreChunk,
                           sizeof(float) * kGroup * a.head_dim, stream>>>(a);
   check_launch("attention scores");
-  const size_t smem = sizeof(float) * kGroup * kValueTile + sizeof(__half) * kValueTile * a.head_dim;
+  const size_t smem = 2 * sizeof(__half) * kValueTile * a.head_dim;
   values_kernel<kGroup><<<dim3(tokens, a.n_kv_heads), kGroup * a.head_dim, smem, stream>>>(a);
   check_launch("attention values");
 }

@@ -9,44 +9,66 @@ constexpr int kWarps = 8;
 constexpr int kRowsPerWarp = 4;    // each activation load feeds this many rows
 constexpr int kTokensPerPass = 4;  // accumulators: kTokensPerPass x kRowsPerWarp per lane
 
-constexpr int kColsPerLane = 16;  // one 16-byte load of int8 codes, two of bf16
+constexpr int kColsPerLane = 16;
 
-// Sixteen weights of row r from column c, as floats.
-__device__ __forceinline__ void load16(const LmHeadWeights& w, int64_t r, int64_t c, float (&v)[16]) {
-  if (w.int8) {
-    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(w.codes + r * w.x_stride + c));
-    const int8_t* b = reinterpret_cast<const int8_t*>(&raw);
-#pragma unroll
-    for (int i = 0; i < 16; ++i) v[i] = static_cast<float>(b[i]);
-  } else {
-    const uint4* p = reinterpret_cast<const uint4*>(w.bf16 + r * w.cols + c);
-    const uint4 raw[2] = {__ldg(p), __ldg(p + 1)};
-    const uint32_t* u = reinterpret_cast<const uint32_t*>(raw);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      v[2 * i] = __uint_as_float(u[i] << 16);
-      v[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+// Sixteen weights of a row as stored: one 16-byte load of int8 codes, two of bf16.
+template <bool kInt8>
+struct Raw16 {
+  uint4 v[kInt8 ? 1 : 2];
+
+  __device__ void load(const LmHeadWeights& w, int64_t r, int64_t c) {
+    if constexpr (kInt8) {
+      v[0] = __ldg(reinterpret_cast<const uint4*>(w.codes + r * w.x_stride + c));
+    } else {
+      const uint4* p = reinterpret_cast<const uint4*>(w.bf16 + r * w.cols + c);
+      v[0] = __ldg(p);
+      v[1] = __ldg(p + 1);
     }
   }
-}
+  __device__ void to_float(float (&out)[16]) const {
+    if constexpr (kInt8) {
+      const int8_t* b = reinterpret_cast<const int8_t*>(v);
+#pragma unroll
+      for (int i = 0; i < 16; ++i) out[i] = static_cast<float>(b[i]);
+    } else {
+      const uint32_t* u = reinterpret_cast<const uint32_t*>(v);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        out[2 * i] = __uint_as_float(u[i] << 16);
+        out[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+      }
+    }
+  }
+};
 
 // A warp takes kRowsPerWarp rows; lane l reads columns [16l, 16l + 16) + 512 i of each row and
-// of every token's activations (each activation load feeds kRowsPerWarp rows).
-template <int kTokens>
+// of every token's activations (each activation load feeds kRowsPerWarp rows). The rows' next
+// 512 columns are requested before the current ones are used.
+template <bool kInt8, int kTokens>
 __global__ void __launch_bounds__(kWarps * 32)
     lm_head_kernel(LmHeadWeights w, const float* x, int first_token, int n_tokens, float* logits) {
   const int lane = threadIdx.x % 32;
   const int64_t r0 = (static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32) * kRowsPerWarp;
   if (r0 >= w.rows) return;
   const int tokens = min(kTokens, n_tokens - first_token);
-  const int64_t cols = w.int8 ? w.x_stride : w.cols;
+  const int64_t cols = kInt8 ? w.x_stride : w.cols;
   float acc[kTokens][kRowsPerWarp] = {};
-  for (int64_t c = kColsPerLane * lane; c < cols; c += 32 * kColsPerLane) {
+  Raw16<kInt8> current[kRowsPerWarp], next[kRowsPerWarp];
+  auto fetch = [&](int64_t c, Raw16<kInt8>(&raw)[kRowsPerWarp]) {
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      if (r0 + r < w.rows) raw[r].load(w, r0 + r, c);
+    }
+  };
+  int64_t c = kColsPerLane * lane;
+  if (c < cols) fetch(c, current);
+  for (; c < cols; c += 32 * kColsPerLane) {
+    if (c + 32 * kColsPerLane < cols) fetch(c + 32 * kColsPerLane, next);
     float wv[kRowsPerWarp][kColsPerLane];
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
       if (r0 + r < w.rows) {
-        load16(w, r0 + r, c, wv[r]);
+        current[r].to_float(wv[r]);
       } else {
 #pragma unroll
         for (int i = 0; i < kColsPerLane; ++i) wv[r][i] = 0.0f;
@@ -70,6 +92,8 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
       }
     }
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) current[r] = next[r];
   }
 #pragma unroll
   for (int t = 0; t < kTokens; ++t) {
@@ -79,9 +103,25 @@ __global__ void __launch_bounds__(kWarps * 32)
       const float sum = warp_sum(acc[t][r]);
       if (lane == 0 && r0 + r < w.rows) {
         logits[static_cast<int64_t>(first_token + t) * w.rows + r0 + r] =
-            w.int8 ? sum * w.row_scales[r0 + r] : sum;
+            kInt8 ? sum * w.row_scales[r0 + r] : sum;
       }
     }
+  }
+}
+
+template <bool kInt8>
+void launch_lm_head(const LmHeadWeights& w, const float* x, int n_tokens, float* logits,
+                    cudaStream_t stream) {
+  const unsigned blocks =
+      static_cast<unsigned>((w.rows + kWarps * kRowsPerWarp - 1) / (kWarps * kRowsPerWarp));
+  for (int first = 0; first < n_tokens; first += kTokensPerPass) {
+    if (n_tokens - first == 1) {
+      lm_head_kernel<kInt8, 1><<<blocks, kWarps * 32, 0, stream>>>(w, x, first, n_tokens, logits);
+    } else {
+      lm_head_kernel<kInt8, kTokensPerPass>
+          <<<blocks, kWarps * 32, 0, stream>>>(w, x, first, n_tokens, logits);
+    }
+    check_launch("lm_head");
   }
 }
 
@@ -119,16 +159,10 @@ __global__ void argmax_ids_kernel(const unsigned long long* keys, int n_tokens, 
 
 void lm_head(const LmHeadWeights& w, const float* x, int n_tokens, float* logits,
              cudaStream_t stream) {
-  const unsigned blocks =
-      static_cast<unsigned>((w.rows + kWarps * kRowsPerWarp - 1) / (kWarps * kRowsPerWarp));
-  for (int first = 0; first < n_tokens; first += kTokensPerPass) {
-    if (n_tokens - first == 1) {
-      lm_head_kernel<1><<<blocks, kWarps * 32, 0, stream>>>(w, x, first, n_tokens, logits);
-    } else {
-      lm_head_kernel<kTokensPerPass><<<blocks, kWarps * 32, 0, stream>>>(w, x, first, n_tokens,
-                                                                          logits);
-    }
-    check_launch("lm_head");
+  if (w.int8) {
+    launch_lm_head<true>(w, x, n_tokens, logits, stream);
+  } else {
+    launch_lm_head<false>(w, x, n_tokens, logits, stream);
   }
 }
 
