@@ -135,17 +135,17 @@ void bench_gemv(benchmark::State& state, TernaryFormat format, TernaryKernel ker
 }
 
 void bench_gemm(benchmark::State& state, TernaryFormat format, TernaryKernel kernel, Shape shape,
-                int threads) {
+                int threads, int64_t n_tokens) {
   const TernaryMatrix w = random_matrix(format, shape, 43);
-  const QuantizedActs acts = random_acts(kPrefillTokens, shape.cols);
-  std::vector<float> y(static_cast<size_t>(kPrefillTokens * shape.rows));
+  const QuantizedActs acts = random_acts(n_tokens, shape.cols);
+  std::vector<float> y(static_cast<size_t>(n_tokens * shape.rows));
   TernaryMatmulFn fn = ternary_matmul_kernel(kernel);
   ThreadPool& p = pool(threads);
   for (auto _ : state) {
-    run_matmul(p, fn, w, acts, kPrefillTokens, y.data());
+    run_matmul(p, fn, w, acts, n_tokens, y.data());
     benchmark::DoNotOptimize(y.data());
   }
-  const double macs = static_cast<double>(shape.rows * shape.cols * kPrefillTokens);
+  const double macs = static_cast<double>(shape.rows * shape.cols * n_tokens);
   state.counters["GMAC/s"] = benchmark::Counter(
       macs * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
 }
@@ -229,7 +229,13 @@ const bool registered = [] {
         for (int threads : {1, 2}) {
           benchmark::RegisterBenchmark(
               case_name("gemm", format, kernel, shape_name(shape), threads).c_str(), bench_gemm,
-              format, kernel, shape, threads)
+              format, kernel, shape, threads, kPrefillTokens)
+              ->UseRealTime()
+              ->MinTime(0.3);
+          // Batched decode: a server step of 8 sequences.
+          benchmark::RegisterBenchmark(
+              case_name("gemm_batch8", format, kernel, shape_name(shape), threads).c_str(),
+              bench_gemm, format, kernel, shape, threads, int64_t{8})
               ->UseRealTime()
               ->MinTime(0.3);
         }

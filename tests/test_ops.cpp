@@ -156,52 +156,6 @@ TEST(Relu2Mul, LargeGateStaysFinite) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// softmax
-
-void expect_softmax_matches(std::vector<float> x) {
-  double m = -INFINITY;
-  for (float v : x) m = std::max(m, double{v});
-  std::vector<double> want(x.size());
-  double sum = 0;
-  for (size_t i = 0; i < x.size(); ++i) sum += want[i] = std::exp(x[i] - m);
-  softmax(x.data(), static_cast<int64_t>(x.size()));
-  double total = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    expect_close(x[i], want[i] / sum, 1e-5, 1e-9);
-    total += x[i];
-  }
-  EXPECT_NEAR(total, 1.0, 1e-5);
-}
-
-TEST(Softmax, MatchesReference) {
-  std::mt19937 rng(6);
-  for (size_t n : {1u, 2u, 7u, 1000u, 4097u}) expect_softmax_matches(random_floats(n, rng, -8, 8));
-}
-
-TEST(Softmax, NegativeInfinityGetsZero) {
-  std::vector<float> x = {-kInf, 0.0f};
-  softmax(x.data(), 2);
-  EXPECT_EQ(x[0], 0.0f);
-  EXPECT_EQ(x[1], 1.0f);
-}
-
-TEST(Softmax, EqualValuesAreUniform) {
-  std::vector<float> x(10, 3.25f);
-  softmax(x.data(), 10);
-  for (float v : x) EXPECT_FLOAT_EQ(v, 0.1f);
-}
-
-TEST(Softmax, LargeMagnitudesAreStable) {
-  expect_softmax_matches({1e4f, 1e4f - 1, 1e4f - 2, 1e4f + 0.5f});
-  expect_softmax_matches({-1e4f, -1e4f - 1, -1e4f - 2});
-  std::vector<float> x = {1e4f, -1e4f, 0.0f};
-  softmax(x.data(), 3);
-  EXPECT_EQ(x[0], 1.0f);
-  EXPECT_EQ(x[1], 0.0f);
-  EXPECT_EQ(x[2], 0.0f);
-}
-
-// ---------------------------------------------------------------------------------------------
 // matvec_bf16
 
 TEST(MatvecBf16, MatchesFp64Reference) {

@@ -34,18 +34,6 @@ void relu2_mul(const float* gate, const float* up, float* out, int64_t n) {
   }
 }
 
-void softmax(float* x, int64_t n) {
-  float max_v = -INFINITY;
-  for (int64_t i = 0; i < n; ++i) max_v = std::max(max_v, x[i]);
-  float sum = 0.0f;
-  for (int64_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - max_v);
-    sum += x[i];
-  }
-  const float inv = 1.0f / sum;
-  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
-}
-
 void matvec_bf16(const uint16_t* w, int64_t cols, const float* x, float* y, int64_t row_begin,
                  int64_t row_end) {
   for (int64_t r = row_begin; r < row_end; ++r) {

@@ -15,9 +15,6 @@ void rope(float* x, int n_heads, int head_dim, const float* cos, const float* si
 // out[i] = relu(gate[i])^2 * up[i]. relu^2 overflows fp16, so the FFN stays fp32.
 void relu2_mul(const float* gate, const float* up, float* out, int64_t n);
 
-// Softmax in place over n values.
-void softmax(float* x, int64_t n);
-
 // y[r] = sum_k x[k] * W[r][k] for rows [row_begin, row_end) of a bf16 matrix [rows][cols].
 void matvec_bf16(const uint16_t* w, int64_t cols, const float* x, float* y, int64_t row_begin,
                  int64_t row_end);
