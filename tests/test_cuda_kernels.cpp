@@ -60,17 +60,17 @@ void cuda_ok(cudaError_t status, const char* what, const char* file, int line) {
 
 // Skips the test unless a CUDA device is present that runs the kernels (compute capability 8.0+:
 // cp.async and int8 MMA).
-#define SKIP_WITHOUT_CUDA()                                                                   \
-  do {                                                                                        \
-    std::string why;                                                                          \
-    if (!bitnet::cuda_device_available(&why)) GTEST_SKIP() << why;                            \
-    int device = 0;                                                                           \
-    cudaDeviceProp prop{};                                                                    \
-    CUDA_OK(cudaGetDevice(&device));                                                          \
-    CUDA_OK(cudaGetDeviceProperties(&prop, device));                                          \
-    if (prop.major < 8)                                                                       \
+#define SKIP_WITHOUT_CUDA()                                                                      \
+  do {                                                                                           \
+    std::string why;                                                                             \
+    if (!bitnet::cuda_device_available(&why)) GTEST_SKIP() << why;                               \
+    int device = 0;                                                                              \
+    cudaDeviceProp prop{};                                                                       \
+    CUDA_OK(cudaGetDevice(&device));                                                             \
+    CUDA_OK(cudaGetDeviceProperties(&prop, device));                                             \
+    if (prop.major < 8)                                                                          \
       GTEST_SKIP() << prop.name << " has compute capability " << prop.major << "." << prop.minor \
-                   << "; the kernels need 8.0 or newer";                                      \
+                   << "; the kernels need 8.0 or newer";                                         \
   } while (0)
 
 // Waits for the launches so far and reports any asynchronous fault.
@@ -119,9 +119,13 @@ class DeviceArray {
 constexpr uint32_t kPoisonF32 = 0xFFFFFFFFu;
 constexpr uint16_t kPoisonF16 = 0xFFFFu;
 
-uint32_t bits(float f) { return std::bit_cast<uint32_t>(f); }
+uint32_t bits(float f) {
+  return std::bit_cast<uint32_t>(f);
+}
 
-__half* as_half(uint16_t* p) { return reinterpret_cast<__half*>(p); }
+__half* as_half(uint16_t* p) {
+  return reinterpret_cast<__half*>(p);
+}
 
 // ---- random inputs ------------------------------------------------------------------------------
 
@@ -190,9 +194,8 @@ struct GpuTernary {
     std::vector<float> s(static_cast<size_t>(rows));
     for (int64_t g = 0; g < rows; ++g) {
       const int64_t r = order[static_cast<size_t>(g)];
-      cuda_layout::pack_row(
-          std::span<const int8_t>(t.data() + r * cols, static_cast<size_t>(cols)),
-          std::span<uint32_t>(packed.data() + g * rw, static_cast<size_t>(rw)));
+      cuda_layout::pack_row(std::span<const int8_t>(t.data() + r * cols, static_cast<size_t>(cols)),
+                            std::span<uint32_t>(packed.data() + g * rw, static_cast<size_t>(rw)));
       s[static_cast<size_t>(g)] = row_scales[static_cast<size_t>(r)];
     }
     words.upload(packed);
@@ -285,13 +288,26 @@ TEST(CudaKernels, RmsnormQuantizeMatchesTheCpuExactly) {
       for (int t = 0; t < n; ++t) {
         std::vector<float> row = normal_floats(static_cast<size_t>(cols), rng);
         switch (t) {
-          case 1: std::fill(row.begin(), row.end(), 0.0f); break;  // scale = 127 / 1e-5
-          case 2: for (float& v : row) v *= 1e17f; break;          // large, variance finite
-          case 3: for (float& v : row) v *= 1e30f; break;          // variance overflows f32
-          case 4: for (float& v : row) v *= 1e-30f; break;         // variance underflows
-          case 5: row[static_cast<size_t>(cols / 2)] = 1000.0f; break;  // one outlier
-          case 6: for (float& v : row) v *= 50.0f; break;
-          default: break;
+          case 1:
+            std::fill(row.begin(), row.end(), 0.0f);
+            break;  // scale = 127 / 1e-5
+          case 2:
+            for (float& v : row) v *= 1e17f;
+            break;  // large, variance finite
+          case 3:
+            for (float& v : row) v *= 1e30f;
+            break;  // variance overflows f32
+          case 4:
+            for (float& v : row) v *= 1e-30f;
+            break;  // variance underflows
+          case 5:
+            row[static_cast<size_t>(cols / 2)] = 1000.0f;
+            break;  // one outlier
+          case 6:
+            for (float& v : row) v *= 50.0f;
+            break;
+          default:
+            break;
         }
         std::copy(row.begin(), row.end(), x.begin() + t * x_stride);
       }
@@ -405,7 +421,8 @@ TEST(CudaKernels, EmbedRowsConvertsBf16Exactly) {
       const auto x = d_x.download();
       for (int t = 0; t < n; ++t) {
         for (int64_t i = 0; i < hidden; ++i) {
-          const uint16_t b = embed[static_cast<size_t>(tokens[static_cast<size_t>(t)] * hidden + i)];
+          const uint16_t b =
+              embed[static_cast<size_t>(tokens[static_cast<size_t>(t)] * hidden + i)];
           ASSERT_EQ(bits(x[static_cast<size_t>(t * hidden + i)]), bits(bf16_to_f32(b)))
               << "token " << t << " element " << i;
         }
@@ -414,7 +431,8 @@ TEST(CudaKernels, EmbedRowsConvertsBf16Exactly) {
   }
 }
 
-// ---- ternary matmul ------------------------------------------------------------------------------
+// ---- ternary matmul
+// ------------------------------------------------------------------------------
 
 // store, add and relu2_mul against ternary_matmul_scalar (and the CPU's formulas on its output),
 // bit for bit, through the GEMV (one token) and the GEMM (any number of tokens).
@@ -464,11 +482,13 @@ TEST(CudaKernels, TernaryMatmulMatchesTheScalarKernelBitForBit) {
               for (int64_t r = 0; r < stride; ++r) {
                 const uint32_t g = bits(got[static_cast<size_t>(tok * stride + r)]);
                 if (r >= rows) {
-                  ASSERT_EQ(g, kPoisonF32) << "store wrote past the rows: token " << tok << " " << r;
+                  ASSERT_EQ(g, kPoisonF32)
+                      << "store wrote past the rows: token " << tok << " " << r;
                 } else {
                   const float w = y[static_cast<size_t>(tok * rows + r)];
-                  ASSERT_EQ(g, bits(w)) << "store: token " << tok << " row " << r << ": "
-                                        << got[static_cast<size_t>(tok * stride + r)] << " vs " << w;
+                  ASSERT_EQ(g, bits(w))
+                      << "store: token " << tok << " row " << r << ": "
+                      << got[static_cast<size_t>(tok * stride + r)] << " vs " << w;
                 }
               }
             }
@@ -482,7 +502,8 @@ TEST(CudaKernels, TernaryMatmulMatchesTheScalarKernelBitForBit) {
             for (int tok = 0; tok < n; ++tok) {
               for (int64_t r = 0; r < stride; ++r) {
                 const size_t i = static_cast<size_t>(tok * stride + r);
-                const float w = r < rows ? base[i] + y[static_cast<size_t>(tok * rows + r)] : base[i];
+                const float w =
+                    r < rows ? base[i] + y[static_cast<size_t>(tok * rows + r)] : base[i];
                 ASSERT_EQ(bits(got[i]), bits(w)) << "add: token " << tok << " row " << r;
               }
             }
@@ -492,7 +513,8 @@ TEST(CudaKernels, TernaryMatmulMatchesTheScalarKernelBitForBit) {
             DeviceArray<float> out(static_cast<size_t>(n * half_stride));
             out.poison();
             run_matmul(gemv, gpu, d_acts, d_x, d_norm, n,
-                       {.kind = cuda::EpilogueKind::relu2_mul, .out = out.get(),
+                       {.kind = cuda::EpilogueKind::relu2_mul,
+                        .out = out.get(),
                         .out_stride = half_stride});
             const auto got = out.download();
             for (int tok = 0; tok < n; ++tok) {
@@ -545,11 +567,11 @@ TEST(CudaKernels, QkvRopeEpilogueMatchesCpuRopeAndF16Cache) {
       const auto t = random_ternary(static_cast<size_t>(rows * cols), rng);
       const auto row_scales = uniform_floats(static_cast<size_t>(rows), rng, 0.25f, 3.0f);
       const TernaryMatrix cpu = cpu_matrix(t, rows, cols, row_scales);
-      const GpuTernary gpu(t, rows, cols, row_scales,
-                           qkv_gpu_order(n_heads, n_kv_heads, head_dim));
+      const GpuTernary gpu(t, rows, cols, row_scales, qkv_gpu_order(n_heads, n_kv_heads, head_dim));
 
       // RoPE tables as the forward passes build them.
-      std::vector<float> cos_table(static_cast<size_t>(context * half)), sin_table(cos_table.size());
+      std::vector<float> cos_table(static_cast<size_t>(context * half)),
+          sin_table(cos_table.size());
       for (int i = 0; i < half; ++i) {
         const float inv_freq = 1.0f / std::pow(10000.0f, static_cast<float>(2 * i) / head_dim);
         for (int p = 0; p < context; ++p) {
@@ -574,8 +596,8 @@ TEST(CudaKernels, QkvRopeEpilogueMatchesCpuRopeAndF16Cache) {
           for (int p = 0; p < context; ++p) places.emplace_back(s, p);
         std::shuffle(places.begin(), places.end(), rng);
         if (n > 1) {  // token 1 at the last position of the last slot
-          const auto last = std::find(places.begin(), places.end(),
-                                      std::make_pair(n_slots - 1, context - 1));
+          const auto last =
+              std::find(places.begin(), places.end(), std::make_pair(n_slots - 1, context - 1));
           std::iter_swap(places.begin() + 1, last);
         }
         places.resize(static_cast<size_t>(n));
@@ -709,7 +731,8 @@ TEST(CudaKernels, AttentionMatchesTheScalarKernelBitForBit) {
           }
         }
       }
-      const std::vector<float> q = normal_floats(static_cast<size_t>(n * n_heads * head_dim), rng, 2.0f);
+      const std::vector<float> q =
+          normal_floats(static_cast<size_t>(n * n_heads * head_dim), rng, 2.0f);
 
       // CPU: each KV head's query heads against positions [0, pos].
       std::vector<float> want(q.size());
@@ -754,19 +777,20 @@ TEST(CudaKernels, AttentionMatchesTheScalarKernelBitForBit) {
       ASSERT_GT(scale, 0.0f);
       for (size_t i = 0; i < got.size(); ++i) {
         const size_t token = i / static_cast<size_t>(n_heads * head_dim);
-        ASSERT_FALSE(std::isnan(got[i])) << "token " << token << " (pos " << pos[token]
-                                         << ") element " << i << " is NaN";
+        ASSERT_FALSE(std::isnan(got[i]))
+            << "token " << token << " (pos " << pos[token] << ") element " << i << " is NaN";
         // The CPU's order of operations throughout: bit-identical.
         ASSERT_EQ(got[i], want[i])
-            << "token " << token << " (pos " << pos[token] << ", slot " << slot[token]
-            << ") head " << (i / static_cast<size_t>(head_dim)) % static_cast<size_t>(n_heads)
-            << " dim " << i % static_cast<size_t>(head_dim);
+            << "token " << token << " (pos " << pos[token] << ", slot " << slot[token] << ") head "
+            << (i / static_cast<size_t>(head_dim)) % static_cast<size_t>(n_heads) << " dim "
+            << i % static_cast<size_t>(head_dim);
       }
     }
   }
 }
 
-// ---- lm_head, argmax ------------------------------------------------------------------------------
+// ---- lm_head, argmax
+// ------------------------------------------------------------------------------
 
 TEST(CudaKernels, LmHeadMatchesTheScalarKernel) {
   SKIP_WITHOUT_CUDA();
@@ -828,7 +852,8 @@ TEST(CudaKernels, LmHeadMatchesTheScalarKernel) {
           sync();
           const auto got = d_logits.download();
 
-          std::vector<float> x_cpu(static_cast<size_t>(head.padded_cols()), 0.0f), want(static_cast<size_t>(rows));
+          std::vector<float> x_cpu(static_cast<size_t>(head.padded_cols()), 0.0f),
+              want(static_cast<size_t>(rows));
           for (int t = 0; t < n; ++t) {
             std::copy_n(xs.data() + t * cols, cols, x_cpu.data());
             lm_head_matvec_scalar(head, x_cpu.data(), want.data(), 0, rows);
@@ -836,10 +861,10 @@ TEST(CudaKernels, LmHeadMatchesTheScalarKernel) {
               // The tolerance: 1e-5 of the row's sum of |w x| (as stored).
               double mag = 0.0;
               for (int64_t k = 0; k < cols; ++k) {
-                const double wk =
-                    int8 ? static_cast<double>(reinterpret_cast<const int8_t*>(head.codes)[r * head.row_bytes() + k]) *
-                               head.row_scales[static_cast<size_t>(r)]
-                         : bf16_to_f32(bf16[static_cast<size_t>(r * cols + k)]);
+                const double wk = int8 ? static_cast<double>(reinterpret_cast<const int8_t*>(
+                                             head.codes)[r * head.row_bytes() + k]) *
+                                             head.row_scales[static_cast<size_t>(r)]
+                                       : bf16_to_f32(bf16[static_cast<size_t>(r * cols + k)]);
                 mag += std::fabs(wk * x_cpu[static_cast<size_t>(k)]);
               }
               const float g = got[static_cast<size_t>(t * rows + r)];
@@ -863,11 +888,11 @@ TEST(CudaKernels, ArgmaxTakesTheLowestIdOfTies) {
       std::vector<float> logits = normal_floats(static_cast<size_t>(n * vocab), rng, 3.0f);
       // Planted maxima per token (several ids share the top value: the lowest must win).
       const std::vector<std::vector<int64_t>> planted_large = {
-          {},                  // no tie: the random maximum
-          {1023, 1024},        // first strided pass of thread 1023 vs second of thread 0
-          {5, 1029, 70000},    // one thread's own elements
-          {vocab - 1},         // the last id alone
-          {0, 64, 31, 128255}, // across warps, with id 0
+          {},                   // no tie: the random maximum
+          {1023, 1024},         // first strided pass of thread 1023 vs second of thread 0
+          {5, 1029, 70000},     // one thread's own elements
+          {vocab - 1},          // the last id alone
+          {0, 64, 31, 128255},  // across warps, with id 0
       };
       const std::vector<std::vector<int64_t>> planted_small = {
           {}, {2, 6}, {6}, {0, 1, 2, 3, 4, 5, 6}, {3, 4}};
@@ -879,9 +904,11 @@ TEST(CudaKernels, ArgmaxTakesTheLowestIdOfTies) {
           if (id < vocab) ids.push_back(id);
         if (!ids.empty()) {
           for (int64_t id : ids) row[id] = 100.0f;
-          want[static_cast<size_t>(t)] = static_cast<int32_t>(*std::min_element(ids.begin(), ids.end()));
+          want[static_cast<size_t>(t)] =
+              static_cast<int32_t>(*std::min_element(ids.begin(), ids.end()));
         } else {
-          want[static_cast<size_t>(t)] = argmax(std::span<const float>(row, static_cast<size_t>(vocab)));
+          want[static_cast<size_t>(t)] =
+              argmax(std::span<const float>(row, static_cast<size_t>(vocab)));
         }
         EXPECT_EQ(argmax(std::span<const float>(row, static_cast<size_t>(vocab))),
                   want[static_cast<size_t>(t)]);  // the CPU's rule agrees
@@ -1058,8 +1085,8 @@ TEST(CudaModel, BatchedDecodeOverThreeSlotsEqualsSingleSlotRuns) {
   for (int step = 0; step < kDecodeSteps; ++step) {
     std::vector<BatchToken> batch;
     for (int s = 0; s < n_slots; ++s) {
-      batch.push_back({together[static_cast<size_t>(s)].ids.back(),
-                       next_pos[static_cast<size_t>(s)]++, s});
+      batch.push_back(
+          {together[static_cast<size_t>(s)].ids.back(), next_pos[static_cast<size_t>(s)]++, s});
     }
     std::fill(logits.begin(), logits.end(), std::numeric_limits<float>::quiet_NaN());
     std::fill(ids.begin(), ids.end(), -1);

@@ -55,7 +55,7 @@ class Session {
   // Weight bytes one decode step reads in this backend's layout: ternary matrices, lm_head,
   // norms and one embedding row.
   uint64_t weight_bytes_per_token() const;
-  int n_threads() const;  // CPU threads (0 on a GPU)
+  int n_threads() const;                                   // CPU threads (0 on a GPU)
   const std::string& device() const { return device_; }    // "cpu" or "cuda"
   const std::string& kernels() const { return kernels_; }  // the CPU kernels, or the GPU's name
   const Model& model() const { return *model_; }

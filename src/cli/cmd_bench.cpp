@@ -81,9 +81,9 @@ TestResult bench_batched_decode(const std::shared_ptr<const Model>& model, int b
   const std::vector<int32_t> first = next;
   TestResult r{"tg" + std::to_string(n) + " x" + std::to_string(b), 0, n, depth, 0, {}, 0, {}};
   const double avg_positions = prompt + (n + 1) / 2.0;
-  r.bytes_per_token =
-      (static_cast<double>(forward.weight_bytes_per_token()) +
-       b * avg_positions * static_cast<double>(forward.kv_bytes_per_position())) / b;
+  r.bytes_per_token = (static_cast<double>(forward.weight_bytes_per_token()) +
+                       b * avg_positions * static_cast<double>(forward.kv_bytes_per_position())) /
+                      b;
   for (int rep = -1; rep < repetitions; ++rep) {  // rep -1 warms up (and captures the graph)
     next = first;
     const auto start = std::chrono::steady_clock::now();
@@ -129,8 +129,9 @@ int bench(BenchArgs args) {
   if (cuda) threads = {0};  // one GPU run; -t does not apply
   if (threads.empty()) threads.push_back(physical_core_count());
   if (!args.batch.empty() && !cuda) {
-    throw Error("-b (batched decode) is measured on --device cuda; for the CPU, run bitnet loadgen "
-                "against bitnet serve --parallel N");
+    throw Error(
+        "-b (batched decode) is measured on --device cuda; for the CPU, run bitnet loadgen "
+        "against bitnet serve --parallel N");
   }
   int max_ctx = 1;
   for (int d : args.depth)
@@ -198,7 +199,8 @@ int bench(BenchArgs args) {
           // Greedy generation: each token is the argmax of the previous step.
           int32_t next = first;
           const auto start = std::chrono::steady_clock::now();
-          for (int i = 0; i < n; ++i) next = session.feed_greedy(std::span<const int32_t>(&next, 1));
+          for (int i = 0; i < n; ++i)
+            next = session.feed_greedy(std::span<const int32_t>(&next, 1));
           if (rep >= 0) r.samples.push_back(n / seconds(start));
         }
         r.tokens_per_s = stats(r.samples);
@@ -210,7 +212,9 @@ int bench(BenchArgs args) {
   for (int b : args.batch) {
     for (int depth : args.depth) {
       for (int n : args.n_gen) {
-        if (n > 0) results.push_back(bench_batched_decode(model, b, depth, n, args.repetitions, random_tokens));
+        if (n > 0)
+          results.push_back(
+              bench_batched_decode(model, b, depth, n, args.repetitions, random_tokens));
       }
     }
   }
@@ -234,7 +238,9 @@ int bench(BenchArgs args) {
           {"lm_head", lm_head},
           {"ternary_format", ternary},
           {"n_threads", r.threads},
-          {"n_batch", r.test.find(" x") == std::string::npos ? 1 : std::stoi(r.test.substr(r.test.find(" x") + 2))},
+          {"n_batch", r.test.find(" x") == std::string::npos
+                          ? 1
+                          : std::stoi(r.test.substr(r.test.find(" x") + 2))},
           {"n_prompt", r.n_prompt},
           {"n_gen", r.n_gen},
           {"n_depth", r.n_depth},
@@ -262,7 +268,8 @@ int bench(BenchArgs args) {
       static_cast<double>(sizes.lm_head) / 1e6, args.formats.kv_cache.c_str());
   for (const auto& [t, gbps] : bandwidth) {
     if (cuda) {
-      std::printf("measured device bandwidth (device-to-device copy, read + write): %.1f GB/s\n", gbps);
+      std::printf("measured device bandwidth (device-to-device copy, read + write): %.1f GB/s\n",
+                  gbps);
     } else {
       std::printf("measured read bandwidth, %d threads: %.1f GB/s\n", t, gbps);
     }
@@ -285,9 +292,8 @@ int bench(BenchArgs args) {
       }
     }
     std::printf("| %s | %s | %d | %.2f ± %.2f | %s | %s | %s |\n",
-                cuda ? "cuda" : std::to_string(r.threads).c_str(), r.test.c_str(),
-                r.n_depth, r.tokens_per_s.mean, r.tokens_per_s.stddev, mb.c_str(), gb.c_str(),
-                frac.c_str());
+                cuda ? "cuda" : std::to_string(r.threads).c_str(), r.test.c_str(), r.n_depth,
+                r.tokens_per_s.mean, r.tokens_per_s.stddev, mb.c_str(), gb.c_str(), frac.c_str());
   }
   return 0;
 }

@@ -91,14 +91,13 @@ int run(const RunArgs& args) {
     std::fflush(stdout);
   }
   if (!args.quiet) {
-    std::fprintf(stderr,
-                 "prompt: %zu tokens, %.2f tokens/s | generation: %zu tokens, %.2f tokens/s | %s\n",
-                 r.prompt_ids.size(), prompt_tps, r.ids.size(), gen_tps,
-                 session.device() == "cuda"
-                     ? ("CUDA, " + session.kernels()).c_str()
-                     : (std::to_string(session.n_threads()) + " threads, " + session.kernels() +
-                        " kernels")
-                           .c_str());
+    std::fprintf(
+        stderr, "prompt: %zu tokens, %.2f tokens/s | generation: %zu tokens, %.2f tokens/s | %s\n",
+        r.prompt_ids.size(), prompt_tps, r.ids.size(), gen_tps,
+        session.device() == "cuda"
+            ? ("CUDA, " + session.kernels()).c_str()
+            : (std::to_string(session.n_threads()) + " threads, " + session.kernels() + " kernels")
+                  .c_str());
   }
   return 0;
 }

@@ -82,7 +82,8 @@ __global__ void __launch_bounds__(kScoreChunk) scores_kernel(AttentionArgs a) {
   }
   const float inv_sqrt = 1.0f / sqrtf(static_cast<float>(hd));
 #pragma unroll
-  for (int h = 0; h < kGroup; ++h) scores_of(a, t, kvh * kGroup + h)[p] = __fmul_rn(dot[h], inv_sqrt);
+  for (int h = 0; h < kGroup; ++h)
+    scores_of(a, t, kvh * kGroup + h)[p] = __fmul_rn(dot[h], inv_sqrt);
 }
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
@@ -196,11 +197,20 @@ void attention(const AttentionArgs& a, int n_tokens, cudaStream_t stream) {
           "at most 1024");
   }
   switch (a.n_heads / a.n_kv_heads) {
-    case 1: launch<1>(a, n_tokens, stream); break;
-    case 2: launch<2>(a, n_tokens, stream); break;
-    case 4: launch<4>(a, n_tokens, stream); break;
-    case 8: launch<8>(a, n_tokens, stream); break;
-    default: check(cudaErrorInvalidValue, "attention: query heads per KV head must be 1, 2, 4 or 8");
+    case 1:
+      launch<1>(a, n_tokens, stream);
+      break;
+    case 2:
+      launch<2>(a, n_tokens, stream);
+      break;
+    case 4:
+      launch<4>(a, n_tokens, stream);
+      break;
+    case 8:
+      launch<8>(a, n_tokens, stream);
+      break;
+    default:
+      check(cudaErrorInvalidValue, "attention: query heads per KV head must be 1, 2, 4 or 8");
   }
 }
 

@@ -17,16 +17,16 @@
 namespace bitnet::cuda {
 
 struct AttentionArgs {
-  const float* q = nullptr;  // [n][n_heads * head_dim], after RoPE
+  const float* q = nullptr;         // [n][n_heads * head_dim], after RoPE
   const __half* k_cache = nullptr;  // this layer's keys in slot 0: [kv_head][context][head_dim]
   const __half* v_cache = nullptr;
   int64_t cache_slot_stride = 0, cache_head_stride = 0;  // elements
-  const int32_t* pos = nullptr;   // [n]: the token attends to positions [0, pos]
-  const int32_t* slot = nullptr;  // [n]
+  const int32_t* pos = nullptr;                   // [n]: the token attends to positions [0, pos]
+  const int32_t* slot = nullptr;                  // [n]
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;  // n_heads / n_kv_heads in {1, 2, 4, 8};
                                                   // head_dim % 32 == 0, group * head_dim <= 1024
   int context = 0;                                // positions the cache holds per slot
-  float* out = nullptr;     // [n][n_heads * head_dim]
+  float* out = nullptr;                           // [n][n_heads * head_dim]
   float* scores = nullptr;  // [n][n_heads][context] scratch: scores, then probabilities
 };
 

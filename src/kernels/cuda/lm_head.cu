@@ -146,7 +146,8 @@ __global__ void __launch_bounds__(kArgmaxThreads)
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     best = max(best, argmax_key(row[i], i));
   }
-  for (int offset = 16; offset > 0; offset >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, offset));
+  for (int offset = 16; offset > 0; offset >>= 1)
+    best = max(best, __shfl_xor_sync(0xffffffffu, best, offset));
   if (threadIdx.x % 32 == 0 && best != 0) atomicMax(keys + blockIdx.y, best);
 }
 
@@ -168,8 +169,9 @@ void lm_head(const LmHeadWeights& w, const float* x, int n_tokens, float* logits
 
 void argmax(const float* logits, int64_t vocab, int n_tokens, unsigned long long* keys,
             int32_t* ids, cudaStream_t stream) {
-  check(cudaMemsetAsync(keys, 0, sizeof(unsigned long long) * static_cast<size_t>(n_tokens), stream),
-        "argmax");
+  check(
+      cudaMemsetAsync(keys, 0, sizeof(unsigned long long) * static_cast<size_t>(n_tokens), stream),
+      "argmax");
   argmax_kernel<<<dim3(kArgmaxBlocksPerToken, static_cast<unsigned>(n_tokens)), kArgmaxThreads, 0,
                   stream>>>(logits, vocab, keys);
   check_launch("argmax");

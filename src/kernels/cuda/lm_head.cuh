@@ -11,8 +11,8 @@ namespace bitnet::cuda {
 
 struct LmHeadWeights {
   bool int8 = false;
-  const uint16_t* bf16 = nullptr;  // [rows][cols]; cols % 16 == 0
-  const int8_t* codes = nullptr;   // int8: [rows][x_stride]
+  const uint16_t* bf16 = nullptr;     // [rows][cols]; cols % 16 == 0
+  const int8_t* codes = nullptr;      // int8: [rows][x_stride]
   const float* row_scales = nullptr;  // int8: [rows]
   int64_t rows = 0, cols = 0;
   int64_t x_stride = 0;  // padded columns (a multiple of 16); x is zero past cols

@@ -67,8 +67,8 @@ void rmsnorm_quantize(const float* x, int64_t x_stride, const float* weight, int
   check_launch("rmsnorm_quantize");
 }
 
-void rmsnorm(const float* x, int64_t cols, const float* weight, float eps, int n_tokens,
-             float* out, int64_t out_stride, cudaStream_t stream) {
+void rmsnorm(const float* x, int64_t cols, const float* weight, float eps, int n_tokens, float* out,
+             int64_t out_stride, cudaStream_t stream) {
   rmsnorm_kernel<<<n_tokens, kThreads, 0, stream>>>(x, cols, weight, eps, out, out_stride);
   check_launch("rmsnorm");
 }

@@ -29,7 +29,7 @@ void rmsnorm_quantize(const float* x, int64_t x_stride, const float* weight, int
 
 // out[t * out_stride + i] = weight[i] * (x[t][i] / rms(x[t])) in f32 (the final norm before the
 // lm_head); x is [n_tokens][cols].
-void rmsnorm(const float* x, int64_t cols, const float* weight, float eps, int n_tokens,
-             float* out, int64_t out_stride, cudaStream_t stream);
+void rmsnorm(const float* x, int64_t cols, const float* weight, float eps, int n_tokens, float* out,
+             int64_t out_stride, cudaStream_t stream);
 
 }  // namespace bitnet::cuda

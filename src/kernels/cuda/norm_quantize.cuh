@@ -56,7 +56,8 @@ __device__ QuantizedRow rmsnorm_quantize_row(const float* x, const float* weight
   for (int k = 0; k < kPerThread; ++k) {
     const int64_t i = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
     if (i < cols) {
-      const int8_t c = static_cast<int8_t>(fminf(fmaxf(rintf(__fmul_rn(v[k], s)), -128.0f), 127.0f));
+      const int8_t c =
+          static_cast<int8_t>(fminf(fmaxf(rintf(__fmul_rn(v[k], s)), -128.0f), 127.0f));
       store(i, c);
       total += c;
     }

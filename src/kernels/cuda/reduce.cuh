@@ -13,7 +13,8 @@ __device__ T warp_sum(T v) {
 
 template <typename T>
 __device__ T warp_max(T v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  for (int offset = 16; offset > 0; offset >>= 1)
+    v = max(v, __shfl_xor_sync(0xffffffffu, v, offset));
   return v;
 }
 
@@ -33,11 +34,13 @@ __device__ T block_reduce(T v, Op warp_op, T identity) {
 
 template <typename T>
 __device__ T block_sum(T v) {
-  return block_reduce(v, [](T x) { return warp_sum(x); }, T(0));
+  return block_reduce(
+      v, [](T x) { return warp_sum(x); }, T(0));
 }
 
 __device__ inline float block_max(float v) {
-  return block_reduce(v, [](float x) { return warp_max(x); }, -INFINITY);
+  return block_reduce(
+      v, [](float x) { return warp_max(x); }, -INFINITY);
 }
 
 }  // namespace bitnet::cuda

@@ -23,8 +23,12 @@ namespace bitnet::cuda_layout {
 
 constexpr int64_t kCudaKStep = 128;  // K padding: one pipeline stage of the GEMM
 
-constexpr int64_t padded_k(int64_t k) { return (k + kCudaKStep - 1) / kCudaKStep * kCudaKStep; }
-constexpr int64_t row_words(int64_t k) { return padded_k(k) / 16; }
+constexpr int64_t padded_k(int64_t k) {
+  return (k + kCudaKStep - 1) / kCudaKStep * kCudaKStep;
+}
+constexpr int64_t row_words(int64_t k) {
+  return padded_k(k) / 16;
+}
 
 // t: K ternary values in {-1, 0, 1}; out: row_words(K) words.
 inline void pack_row(std::span<const int8_t> t, std::span<uint32_t> out) {

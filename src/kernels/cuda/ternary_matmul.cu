@@ -163,11 +163,11 @@ int multiprocessors() {
 
 // ---- GEMM ----------------------------------------------------------------------------------
 
-constexpr int kAStride = kCudaKStep + 16;     // bytes per token row in shared memory (padding
-                                              // makes the fragment loads conflict-free)
-constexpr int kBWords = kCudaKStep / 16;      // words per weight row per stage
-constexpr int kBStride = kBWords + 4;         // words per weight row in shared memory
-constexpr int kTargetBlocks = 256;            // K is split until the grid has about this many
+constexpr int kAStride = kCudaKStep + 16;  // bytes per token row in shared memory (padding
+                                           // makes the fragment loads conflict-free)
+constexpr int kBWords = kCudaKStep / 16;   // words per weight row per stage
+constexpr int kBStride = kBWords + 4;      // words per weight row in shared memory
+constexpr int kTargetBlocks = 256;         // K is split until the grid has about this many
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -175,7 +175,9 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem),
                "r"(src_bytes));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n");
+}
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
@@ -221,7 +223,8 @@ __global__ void __launch_bounds__(Gemm<kWarpsM, kWarpsN, kWm, kWn>::kThreads)
       const int m = c / 8, part = c % 8;
       const int token = tile_m + m;
       const bool valid = token < n_tokens;
-      const int8_t* src = acts.q + (valid ? token : 0) * acts.stride + step * kCudaKStep + part * 16;
+      const int8_t* src =
+          acts.q + (valid ? token : 0) * acts.stride + step * kCudaKStep + part * 16;
       cp_async16(&a_s[buf][m * kAStride + part * 16], src, valid);
     }
     for (int c = threadIdx.x; c < G::kN * 2; c += G::kThreads) {

@@ -13,16 +13,16 @@
 namespace bitnet::cuda {
 
 struct TernaryWeights {
-  const uint32_t* words = nullptr;  // [rows][row_words(cols)]
+  const uint32_t* words = nullptr;    // [rows][row_words(cols)]
   const float* row_scales = nullptr;  // [rows]
   int64_t rows = 0, cols = 0;         // rows is even
 };
 
 enum class EpilogueKind : int {
-  store,       // out[t][r] = y
-  add,         // out[t][r] += y (the residual stream)
-  relu2_mul,   // rows (2i, 2i+1) are (gate_i, up_i): out[t][i] = relu(gate)^2 * up
-  qkv_rope,    // rows of q, k, v (RoPE pairs side by side): q to out, k and v into the KV cache
+  store,      // out[t][r] = y
+  add,        // out[t][r] += y (the residual stream)
+  relu2_mul,  // rows (2i, 2i+1) are (gate_i, up_i): out[t][i] = relu(gate)^2 * up
+  qkv_rope,   // rows of q, k, v (RoPE pairs side by side): q to out, k and v into the KV cache
 };
 
 struct Epilogue {
@@ -33,8 +33,8 @@ struct Epilogue {
   // parts rows (2m, 2m + 1) are dims (j, j + head_dim / 2) of head m / (head_dim / 2), with
   // j = m % (head_dim / 2); v rows are in order.
   int q_dim = 0, kv_dim = 0, head_dim = 0;
-  const int32_t* pos = nullptr;   // [n] position of each token
-  const int32_t* slot = nullptr;  // [n] KV-cache slot of each token
+  const int32_t* pos = nullptr;     // [n] position of each token
+  const int32_t* slot = nullptr;    // [n] KV-cache slot of each token
   const float* rope_cos = nullptr;  // [context][head_dim / 2]
   const float* rope_sin = nullptr;
   __half* k_cache = nullptr;  // this layer's keys in slot 0: [kv_head][context][head_dim]

@@ -10,13 +10,13 @@
 
 #include "base/thread_pool.h"
 #include "bitnet/error.h"
+#include "kernels/cpu/ternary_packing.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/lm_head.cuh"
 #include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/ternary_layout.h"
 #include "kernels/cuda/ternary_matmul.cuh"
-#include "kernels/cpu/ternary_packing.h"
 #include "model/weights.h"
 
 namespace bitnet {
@@ -242,8 +242,9 @@ CudaForward::Impl::Impl(std::shared_ptr<const Model> m, int max_batch_, int cont
                 " query heads per KV head (it takes 1, 2, 4 or 8)");
   }
   if (c.head_dim % 32 != 0 || c.head_dim > 128 || c.hidden_dim % 16 != 0) {
-    throw Error("CUDA backend: head_dim must be 32, 64, 96 or 128 and hidden_size a multiple of "
-                "16");
+    throw Error(
+        "CUDA backend: head_dim must be 32, 64, 96 or 128 and hidden_size a multiple of "
+        "16");
   }
   if (std::max(c.hidden_dim, c.ffn_dim) > cuda::kGemvMaxCols) {
     throw Error("CUDA backend: hidden_size and intermediate_size must be at most " +
@@ -271,7 +272,8 @@ CudaForward::Impl::Impl(std::shared_ptr<const Model> m, int max_batch_, int cont
   act_sum = DeviceBuffer<int32_t>(static_cast<size_t>(b), "activations");
   // Narrow matrices split K more ways: the largest need over the four shapes.
   int64_t workspace_ints = 0;
-  for (int64_t rows : {int64_t{c.q_dim()} + 2 * c.kv_dim(), int64_t{c.hidden_dim}, 2 * int64_t{c.ffn_dim}}) {
+  for (int64_t rows :
+       {int64_t{c.q_dim()} + 2 * c.kv_dim(), int64_t{c.hidden_dim}, 2 * int64_t{c.ffn_dim}}) {
     workspace_ints = std::max(workspace_ints, cuda::ternary_gemm_workspace(rows, max_batch));
   }
   workspace = DeviceBuffer<int32_t>(static_cast<size_t>(workspace_ints), "matmul workspace");
@@ -355,8 +357,10 @@ void CudaForward::Impl::upload_weights() {
         1.0f / std::pow(c.rope_theta, static_cast<float>(2 * i) / static_cast<float>(c.head_dim));
     for (int p = 0; p < context; ++p) {
       const float angle = static_cast<float>(p) * inv_freq;
-      cos_table[static_cast<size_t>(p) * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
-      sin_table[static_cast<size_t>(p) * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+      cos_table[static_cast<size_t>(p) * half + i] =
+          static_cast<float>(std::cos(static_cast<double>(angle)));
+      sin_table[static_cast<size_t>(p) * half + i] =
+          static_cast<float>(std::sin(static_cast<double>(angle)));
     }
   }
   rope_cos = upload(cos_table, "RoPE table");
@@ -365,8 +369,8 @@ void CudaForward::Impl::upload_weights() {
 
 // norm(input) times w for n tokens: one token normalizes inside the GEMV; more tokens are
 // normalized and quantized once, then share the GEMM.
-void CudaForward::Impl::matmul(const DeviceTernary& w, int n, const float* input,
-                               const float* norm, const cuda::Epilogue& e) {
+void CudaForward::Impl::matmul(const DeviceTernary& w, int n, const float* input, const float* norm,
+                               const cuda::Epilogue& e) {
   const float eps = c.rms_norm_eps;
   if (n == 1) {
     cuda::ternary_gemv(w.view(), {input, norm, eps}, e, stream);
@@ -438,7 +442,8 @@ void CudaForward::Impl::enqueue(int n, int logits_from, bool want_ids) {
   cuda::rmsnorm(x.get() + logits_from * hidden, hidden, final_norm.get(), eps, rows, normed.get(),
                 head_x_stride, stream);
   cuda::lm_head(head, normed.get(), rows, logits.get(), stream);
-  if (want_ids) cuda::argmax(logits.get(), c.vocab_size, rows, argmax_keys.get(), ids.get(), stream);
+  if (want_ids)
+    cuda::argmax(logits.get(), c.vocab_size, rows, argmax_keys.get(), ids.get(), stream);
 }
 
 CudaForward::CudaForward(std::shared_ptr<const Model> model, int max_batch, int context_length,
@@ -451,7 +456,8 @@ void CudaForward::forward(std::span<const BatchToken> batch, int logits_from, fl
                           int32_t* ids) {
   Impl& m = *impl_;
   const int n = static_cast<int>(batch.size());
-  if (n < 1 || n > m.max_batch) throw Error("CUDA forward: batch of " + std::to_string(n) + " tokens");
+  if (n < 1 || n > m.max_batch)
+    throw Error("CUDA forward: batch of " + std::to_string(n) + " tokens");
   const size_t b = static_cast<size_t>(m.max_batch);
   for (int i = 0; i < n; ++i) {
     m.host_meta[i] = batch[static_cast<size_t>(i)].token;
@@ -459,9 +465,12 @@ void CudaForward::forward(std::span<const BatchToken> batch, int logits_from, fl
     m.host_meta[2 * b + i] = batch[static_cast<size_t>(i)].slot;
   }
   const size_t bytes = sizeof(int32_t) * static_cast<size_t>(n);
-  check(cudaMemcpyAsync(m.tokens.get(), m.host_meta, bytes, cudaMemcpyHostToDevice, m.stream), "batch upload");
-  check(cudaMemcpyAsync(m.pos.get(), m.host_meta + b, bytes, cudaMemcpyHostToDevice, m.stream), "batch upload");
-  check(cudaMemcpyAsync(m.slot.get(), m.host_meta + 2 * b, bytes, cudaMemcpyHostToDevice, m.stream), "batch upload");
+  check(cudaMemcpyAsync(m.tokens.get(), m.host_meta, bytes, cudaMemcpyHostToDevice, m.stream),
+        "batch upload");
+  check(cudaMemcpyAsync(m.pos.get(), m.host_meta + b, bytes, cudaMemcpyHostToDevice, m.stream),
+        "batch upload");
+  check(cudaMemcpyAsync(m.slot.get(), m.host_meta + 2 * b, bytes, cudaMemcpyHostToDevice, m.stream),
+        "batch upload");
 
   const bool want_ids = ids != nullptr;
   if (logits_from == 0 && n <= kMaxGraphBatch) {
@@ -495,15 +504,22 @@ void CudaForward::forward(std::span<const BatchToken> batch, int logits_from, fl
           "logits download");
   }
   if (rows > 0 && ids) {
-    check(cudaMemcpyAsync(ids, m.ids.get(), sizeof(int32_t) * rows, cudaMemcpyDeviceToHost, m.stream),
-          "token download");
+    check(
+        cudaMemcpyAsync(ids, m.ids.get(), sizeof(int32_t) * rows, cudaMemcpyDeviceToHost, m.stream),
+        "token download");
   }
   check(cudaStreamSynchronize(m.stream), "forward pass");
 }
 
-int CudaForward::max_batch() const { return impl_->max_batch; }
-int CudaForward::context_length() const { return impl_->context; }
-std::string CudaForward::device_name() const { return impl_->device_name; }
+int CudaForward::max_batch() const {
+  return impl_->max_batch;
+}
+int CudaForward::context_length() const {
+  return impl_->context;
+}
+std::string CudaForward::device_name() const {
+  return impl_->device_name;
+}
 
 uint64_t CudaForward::kv_bytes_per_position() const {
   const ModelConfig& c = impl_->c;
