@@ -2,6 +2,7 @@
 
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/reduce.cuh"
 
 namespace bitnet::cuda {
@@ -43,6 +44,7 @@ template <int kGroup>
 __global__ void __launch_bounds__(kScoreChunk) scores_kernel(AttentionArgs a) {
   extern __shared__ float q_s[];  // [kGroup][head_dim]
   const int hd = a.head_dim;
+  allow_dependents();
   const int t = blockIdx.x, kvh = blockIdx.y;
   const int p = blockIdx.z * kScoreChunk + threadIdx.x;
   const int n_pos = a.pos[t] + 1;
@@ -103,6 +105,7 @@ __global__ void __launch_bounds__(1024) values_kernel(AttentionArgs a) {
   __half* v_s = reinterpret_cast<__half*>(smem_bytes);  // [2][kValueTile][hd]
   __shared__ float lane_sum[kGroup][kLanes];
   __shared__ float inv_sum_s[kGroup];
+  allow_dependents();
   const int t = blockIdx.x, kvh = blockIdx.y;
   const int h = threadIdx.x / hd, d = threadIdx.x % hd;
   const int n_pos = a.pos[t] + 1;

@@ -1,5 +1,6 @@
 #include <algorithm>
 
+#include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/norm_quantize.cuh"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/ternary_layout.h"
@@ -114,6 +115,8 @@ __global__ void __launch_bounds__(kGemvWarps * 32, 1)
   };
   Rows current;
   fetch(pair, current);
+  allow_dependents();
+  wait_for_predecessor();  // the input and the epilogue's outputs belong to earlier kernels
 
   int8_t* x_bytes = reinterpret_cast<int8_t*>(x_s);
   auto store = [&](int64_t i, int8_t code) {
@@ -363,11 +366,11 @@ void ternary_gemv(const TernaryWeights& w, const NormedInput& input, const Epilo
   const size_t smem = static_cast<size_t>(row_words(w.cols)) * 16;
   constexpr int kThreads = kGemvWarps * 32;
   if (w.cols <= 4 * kThreads) {
-    gemv_kernel<4><<<blocks, kThreads, smem, stream>>>(w, input, epilogue);
+    launch_dependent(gemv_kernel<4>, blocks, kThreads, smem, stream, w, input, epilogue);
   } else if (w.cols <= 8 * kThreads) {
-    gemv_kernel<8><<<blocks, kThreads, smem, stream>>>(w, input, epilogue);
+    launch_dependent(gemv_kernel<8>, blocks, kThreads, smem, stream, w, input, epilogue);
   } else if (w.cols <= kGemvMaxCols) {
-    gemv_kernel<16><<<blocks, kThreads, smem, stream>>>(w, input, epilogue);
+    launch_dependent(gemv_kernel<16>, blocks, kThreads, smem, stream, w, input, epilogue);
   } else {
     check(cudaErrorInvalidValue, "ternary_gemv: more than 8192 columns");
   }
