@@ -70,7 +70,13 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
       throw Error(std::string("--kv-cache ") + kv_cache_type_name(options.kv_cache) +
                   ": the CUDA backend keeps its KV cache in f16");
     }
-    state_->cuda = std::make_unique<CudaForward>(model_, state_->max_batch, ctx);
+    try {
+      state_->cuda = std::make_unique<CudaForward>(model_, state_->max_batch, ctx);
+    } catch (const Error& e) {
+      if (options.device != "auto") throw;
+      throw Error(std::string(e.what()) +
+                  " (the GPU was chosen by --device auto; --device cpu runs on the CPU)");
+    }
     kernels_ = state_->cuda->device_name();
     return;
   }
