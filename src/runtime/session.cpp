@@ -66,11 +66,11 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
   state_->logits.resize(static_cast<size_t>(c.vocab_size));
 #if BITNET_HAVE_CUDA
   if (device_ == "cuda") {
-    if (options.kv_cache != KvCacheType::f16) {
-      throw Error(std::string("--kv-cache ") + kv_cache_type_name(options.kv_cache) +
-                  ": the CUDA backend keeps its KV cache in f16");
-    }
     try {
+      if (options.kv_cache != KvCacheType::f16) {
+        throw Error(std::string("--kv-cache ") + kv_cache_type_name(options.kv_cache) +
+                    ": the CUDA backend keeps its KV cache in f16");
+      }
       state_->cuda = std::make_unique<CudaForward>(model_, state_->max_batch, ctx);
     } catch (const Error& e) {
       if (options.device != "auto") throw;
