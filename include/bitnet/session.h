@@ -20,6 +20,10 @@ enum class KvCacheType {
 const char* kv_cache_type_name(KvCacheType type);
 KvCacheType parse_kv_cache_type(const std::string& name);  // "f32", "f16", "q8"
 
+// "cpu" or "cuda" for SessionOptions::device ("auto" resolved); throws bitnet::Error if cuda is
+// asked for and unavailable, or the name is unknown.
+std::string resolve_device(const std::string& device);
+
 struct SessionOptions {
   // cpu, cuda, or auto: cuda when the build has it and a GPU is present (the CLI's default)
   std::string device = "cpu";

@@ -57,6 +57,7 @@ double seconds(std::chrono::steady_clock::time_point start) {
 struct TestResult {
   std::string test;
   int n_prompt, n_gen, n_depth, threads;  // threads 0: the GPU
+  int batch;                              // sequences decoding together
   Stats tokens_per_s;
   double bytes_per_token;  // for generation; 0 for prompt processing (compute-bound)
   std::vector<double> samples;
@@ -79,7 +80,7 @@ TestResult bench_batched_decode(const std::shared_ptr<const Model>& model, int b
     forward.forward(batch, prompt - 1, nullptr, &next[static_cast<size_t>(s)]);
   }
   const std::vector<int32_t> first = next;
-  TestResult r{"tg" + std::to_string(n) + " x" + std::to_string(b), 0, n, depth, 0, {}, 0, {}};
+  TestResult r{"tg" + std::to_string(n) + " x" + std::to_string(b), 0, n, depth, 0, b, {}, 0, {}};
   const double avg_positions = prompt + (n + 1) / 2.0;
   r.bytes_per_token = (static_cast<double>(forward.weight_bytes_per_token()) +
                        b * avg_positions * static_cast<double>(forward.kv_bytes_per_position())) /
@@ -124,7 +125,7 @@ int bench(BenchArgs args) {
     return ids;
   };
 
-  const bool cuda = args.device == "cuda" || (args.device == "auto" && cuda_device_available());
+  const bool cuda = resolve_device(args.device) == "cuda";
   std::vector<int> threads = args.threads;
   if (cuda) threads = {0};  // one GPU run; -t does not apply
   if (threads.empty()) threads.push_back(physical_core_count());
@@ -172,7 +173,7 @@ int bench(BenchArgs args) {
       };
       for (int n : args.n_prompt) {
         if (n <= 0) continue;
-        TestResult r{"pp" + std::to_string(n), n, 0, depth, t, {}, 0, {}};
+        TestResult r{"pp" + std::to_string(n), n, 0, depth, t, 1, {}, 0, {}};
         const auto prompt = random_tokens(n);
         fill_context();
         session.feed(prompt);  // warm-up
@@ -187,7 +188,7 @@ int bench(BenchArgs args) {
       }
       for (int n : args.n_gen) {
         if (n <= 0) continue;
-        TestResult r{"tg" + std::to_string(n), 0, n, depth, t, {}, 0, {}};
+        TestResult r{"tg" + std::to_string(n), 0, n, depth, t, 1, {}, 0, {}};
         // Per token: every weight byte once, one embedding row, and the cache up to the
         // average position.
         const double avg_positions = depth + (n + 1) / 2.0;
@@ -238,9 +239,7 @@ int bench(BenchArgs args) {
           {"lm_head", lm_head},
           {"ternary_format", ternary},
           {"n_threads", r.threads},
-          {"n_batch", r.test.find(" x") == std::string::npos
-                          ? 1
-                          : std::stoi(r.test.substr(r.test.find(" x") + 2))},
+          {"n_batch", r.batch},
           {"n_prompt", r.n_prompt},
           {"n_gen", r.n_gen},
           {"n_depth", r.n_depth},

@@ -16,21 +16,7 @@ CpuForward::CpuForward(std::shared_ptr<const Model> model, ThreadPool& pool, Cpu
       pool_(pool),
       isa_(isa),
       max_batch_(max_batch) {
-  // transformers' default RoPE in fp32: inv_freq = 1 / theta^(2i/d), angle = pos * inv_freq.
-  const int half = c_.head_dim / 2;
-  rope_cos_.resize(static_cast<size_t>(context_length) * half);
-  rope_sin_.resize(rope_cos_.size());
-  for (int i = 0; i < half; ++i) {
-    const float inv_freq =
-        1.0f / std::pow(c_.rope_theta, static_cast<float>(2 * i) / static_cast<float>(c_.head_dim));
-    for (int pos = 0; pos < context_length; ++pos) {
-      const float angle = static_cast<float>(pos) * inv_freq;
-      rope_cos_[static_cast<size_t>(pos) * half + i] =
-          static_cast<float>(std::cos(static_cast<double>(angle)));
-      rope_sin_[static_cast<size_t>(pos) * half + i] =
-          static_cast<float>(std::sin(static_cast<double>(angle)));
-    }
-  }
+  rope_tables(c_.rope_theta, c_.head_dim, context_length, rope_cos_, rope_sin_);
   const size_t b = static_cast<size_t>(max_batch);
   x_.resize(b * c_.hidden_dim);
   xb_.resize(b * std::max(c_.hidden_dim, c_.ffn_dim));

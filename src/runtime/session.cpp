@@ -6,6 +6,7 @@
 #include "base/cpu_features.h"
 #include "base/thread_pool.h"
 #include "bitnet/error.h"
+#include "bitnet/generate.h"
 #include "model/forward_cpu.h"
 #include "model/forward_cuda.h"
 #include "model/kv_cache.h"
@@ -36,7 +37,7 @@ static CpuIsa choose_isa(const std::string& kernels) {
   return isa;
 }
 
-static std::string choose_device(const std::string& device) {
+std::string resolve_device(const std::string& device) {
   if (device == "auto") return cuda_device_available() ? "cuda" : "cpu";
   if (device == "cpu") return device;
   if (device == "cuda") {
@@ -59,7 +60,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
   }
   if (options.max_batch < 1) throw Error("max_batch must be positive");
   if (options.kernels != "auto") parse_isa(options.kernels);  // a bad name is an error anywhere
-  device_ = choose_device(options.device);
+  device_ = resolve_device(options.device);
   state_ = std::make_unique<State>();
   state_->context_length = ctx;
   state_->max_batch = std::min(options.max_batch, ctx);
@@ -159,10 +160,7 @@ void Session::run(std::span<const int32_t> tokens, int32_t* greedy_id) {
         *state_->kv, state_->batch,
         final_chunk ? std::span<const int32_t>(&last, 1) : std::span<const int32_t>(),
         state_->logits.data());
-    if (final_chunk && greedy_id) {
-      *greedy_id = static_cast<int32_t>(
-          std::max_element(state_->logits.begin(), state_->logits.end()) - state_->logits.begin());
-    }
+    if (final_chunk && greedy_id) *greedy_id = argmax(state_->logits);
     position_ += static_cast<int>(count);
   }
 }

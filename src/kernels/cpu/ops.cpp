@@ -27,6 +27,24 @@ void rope(float* x, int n_heads, int head_dim, const float* cos, const float* si
   }
 }
 
+void rope_tables(float theta, int head_dim, int context, std::vector<float>& cos,
+                 std::vector<float>& sin) {
+  const int half = head_dim / 2;
+  cos.resize(static_cast<size_t>(context) * half);
+  sin.resize(cos.size());
+  for (int i = 0; i < half; ++i) {
+    const float inv_freq =
+        1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(head_dim));
+    for (int pos = 0; pos < context; ++pos) {
+      const float angle = static_cast<float>(pos) * inv_freq;
+      cos[static_cast<size_t>(pos) * half + i] =
+          static_cast<float>(std::cos(static_cast<double>(angle)));
+      sin[static_cast<size_t>(pos) * half + i] =
+          static_cast<float>(std::sin(static_cast<double>(angle)));
+    }
+  }
+}
+
 void relu2_mul(const float* gate, const float* up, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = std::max(gate[i], 0.0f);

@@ -2,6 +2,7 @@
 // The model's floating-point ops, fp32, in the order transformers computes them.
 
 #include <cstdint>
+#include <vector>
 
 namespace bitnet {
 
@@ -11,6 +12,11 @@ void rmsnorm(const float* x, const float* weight, float* out, int64_t n, float e
 // Rotate-half (NEOX) RoPE on n_heads vectors of head_dim, in place. cos/sin hold head_dim/2
 // values for this position: pairs are (i, i + head_dim/2).
 void rope(float* x, int n_heads, int head_dim, const float* cos, const float* sin);
+
+// transformers' default RoPE tables in f32 (inv_freq = 1 / theta^(2i / head_dim), angle =
+// pos * inv_freq): cos and sin of [context][head_dim / 2], as rope() and the GPU read them.
+void rope_tables(float theta, int head_dim, int context, std::vector<float>& cos,
+                 std::vector<float>& sin);
 
 // out[i] = relu(gate[i])^2 * up[i]. relu^2 overflows fp16, so the FFN stays fp32.
 void relu2_mul(const float* gate, const float* up, float* out, int64_t n);

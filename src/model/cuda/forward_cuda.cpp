@@ -10,6 +10,7 @@
 
 #include "base/thread_pool.h"
 #include "bitnet/error.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/cpu/ternary_packing.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/common.cuh"
@@ -184,7 +185,6 @@ struct CudaForward::Impl {
   std::shared_ptr<const Model> model;
   const ModelConfig& c;
   int max_batch, context;
-  int n_slots;
   std::string device_name;
   cudaStream_t stream = nullptr;
 
@@ -202,7 +202,7 @@ struct CudaForward::Impl {
   DeviceBuffer<__half> k_cache, v_cache;  // [slot][layer][kv_head][context][head_dim]
   int64_t cache_head_stride = 0, cache_layer_stride = 0, cache_slot_stride = 0;
 
-  int64_t act_stride = 0, head_x_stride = 0;
+  int64_t act_stride = 0;
   DeviceBuffer<float> x, q, attn_out, h, normed, logits, act_scale, attention_workspace;
   DeviceBuffer<int8_t> act_q;
   DeviceBuffer<int32_t> act_sum, workspace, tokens, pos, slot, ids;
@@ -210,7 +210,7 @@ struct CudaForward::Impl {
   int32_t* host_meta = nullptr;  // pinned [3][max_batch]: tokens, positions, slots
   std::map<std::pair<int, bool>, cudaGraphExec_t> graphs;  // (batch size, argmax) -> decode step
 
-  Impl(std::shared_ptr<const Model> m, int max_batch_, int context_, int n_slots_);
+  Impl(std::shared_ptr<const Model> m, int max_batch_, int context_, int n_slots);
   ~Impl();
   void upload_weights();
   void enqueue(int n, int logits_from, bool want_ids);
@@ -218,12 +218,8 @@ struct CudaForward::Impl {
               const cuda::Epilogue& e);
 };
 
-CudaForward::Impl::Impl(std::shared_ptr<const Model> m, int max_batch_, int context_, int n_slots_)
-    : model(std::move(m)),
-      c(model->config()),
-      max_batch(max_batch_),
-      context(context_),
-      n_slots(n_slots_) {
+CudaForward::Impl::Impl(std::shared_ptr<const Model> m, int max_batch_, int context_, int n_slots)
+    : model(std::move(m)), c(model->config()), max_batch(max_batch_), context(context_) {
   std::string why;
   if (!cuda_device_available(&why)) throw Error("--device cuda: " + why);
   int device = 0;
@@ -265,7 +261,7 @@ CudaForward::Impl::Impl(std::shared_ptr<const Model> m, int max_batch_, int cont
   q = DeviceBuffer<float>(static_cast<size_t>(b * c.q_dim()), "activations");
   attn_out = DeviceBuffer<float>(static_cast<size_t>(b * c.q_dim()), "activations");
   h = DeviceBuffer<float>(static_cast<size_t>(b * c.ffn_dim), "activations");
-  normed = DeviceBuffer<float>(static_cast<size_t>(b * head_x_stride), "activations");
+  normed = DeviceBuffer<float>(static_cast<size_t>(b * head.x_stride), "activations");
   logits = DeviceBuffer<float>(static_cast<size_t>(b * c.vocab_size), "logits");
   act_q = DeviceBuffer<int8_t>(static_cast<size_t>(b * act_stride), "activations");
   act_scale = DeviceBuffer<float>(static_cast<size_t>(b), "activations");
@@ -347,22 +343,9 @@ void CudaForward::Impl::upload_weights() {
     }
     head_bytes = static_cast<uint64_t>(embed_elems) * 2;
   }
-  head_x_stride = head.x_stride;
 
-  // transformers' default RoPE in f32, as the CPU forward: angle = pos * inv_freq.
-  const int half = c.head_dim / 2;
-  std::vector<float> cos_table(static_cast<size_t>(context) * half), sin_table(cos_table.size());
-  for (int i = 0; i < half; ++i) {
-    const float inv_freq =
-        1.0f / std::pow(c.rope_theta, static_cast<float>(2 * i) / static_cast<float>(c.head_dim));
-    for (int p = 0; p < context; ++p) {
-      const float angle = static_cast<float>(p) * inv_freq;
-      cos_table[static_cast<size_t>(p) * half + i] =
-          static_cast<float>(std::cos(static_cast<double>(angle)));
-      sin_table[static_cast<size_t>(p) * half + i] =
-          static_cast<float>(std::sin(static_cast<double>(angle)));
-    }
-  }
+  std::vector<float> cos_table, sin_table;
+  rope_tables(c.rope_theta, c.head_dim, context, cos_table, sin_table);
   rope_cos = upload(cos_table, "RoPE table");
   rope_sin = upload(sin_table, "RoPE table");
 }
@@ -386,45 +369,42 @@ void CudaForward::Impl::matmul(const DeviceTernary& w, int n, const float* input
 void CudaForward::Impl::enqueue(int n, int logits_from, bool want_ids) {
   const int64_t hidden = c.hidden_dim, ffn = c.ffn_dim, q_dim = c.q_dim();
   const float eps = c.rms_norm_eps;
+  // What the qkv epilogue and attention read besides each layer's cache.
+  cuda::Epilogue qkv{.kind = cuda::EpilogueKind::qkv_rope,
+                     .out = q.get(),
+                     .out_stride = q_dim,
+                     .q_dim = static_cast<int>(q_dim),
+                     .kv_dim = c.kv_dim(),
+                     .head_dim = c.head_dim,
+                     .pos = pos.get(),
+                     .slot = slot.get(),
+                     .rope_cos = rope_cos.get(),
+                     .rope_sin = rope_sin.get(),
+                     .cache_slot_stride = cache_slot_stride,
+                     .cache_head_stride = cache_head_stride};
+  cuda::AttentionArgs att{.q = q.get(),
+                          .cache_slot_stride = cache_slot_stride,
+                          .cache_head_stride = cache_head_stride,
+                          .pos = pos.get(),
+                          .slot = slot.get(),
+                          .n_heads = c.n_heads,
+                          .n_kv_heads = c.n_kv_heads,
+                          .head_dim = c.head_dim,
+                          .context = context,
+                          .out = attn_out.get(),
+                          .scores = attention_workspace.get()};
+
   cuda::embed_rows(embed.get(), hidden, tokens.get(), n, x.get(), stream);
   for (int l = 0; l < c.n_layers; ++l) {
     const Layer& lw = layers[static_cast<size_t>(l)];
-    __half* k_layer = k_cache.get() + l * cache_layer_stride;
-    __half* v_layer = v_cache.get() + l * cache_layer_stride;
+    qkv.k_cache = k_cache.get() + l * cache_layer_stride;
+    qkv.v_cache = v_cache.get() + l * cache_layer_stride;
+    att.k_cache = qkv.k_cache;
+    att.v_cache = qkv.v_cache;
 
     // Attention block: norm -> q,k,v with RoPE and the cache write -> attention -> sub-norm ->
     // o_proj added to the residual.
-    cuda::Epilogue qkv;
-    qkv.kind = cuda::EpilogueKind::qkv_rope;
-    qkv.out = q.get();
-    qkv.out_stride = q_dim;
-    qkv.q_dim = static_cast<int>(q_dim);
-    qkv.kv_dim = c.kv_dim();
-    qkv.head_dim = c.head_dim;
-    qkv.pos = pos.get();
-    qkv.slot = slot.get();
-    qkv.rope_cos = rope_cos.get();
-    qkv.rope_sin = rope_sin.get();
-    qkv.k_cache = k_layer;
-    qkv.v_cache = v_layer;
-    qkv.cache_slot_stride = cache_slot_stride;
-    qkv.cache_head_stride = cache_head_stride;
     matmul(lw.qkv, n, x.get(), lw.input_norm.get(), qkv);
-
-    cuda::AttentionArgs att;
-    att.q = q.get();
-    att.k_cache = k_layer;
-    att.v_cache = v_layer;
-    att.cache_slot_stride = cache_slot_stride;
-    att.cache_head_stride = cache_head_stride;
-    att.pos = pos.get();
-    att.slot = slot.get();
-    att.n_heads = c.n_heads;
-    att.n_kv_heads = c.n_kv_heads;
-    att.head_dim = c.head_dim;
-    att.context = context;
-    att.out = attn_out.get();
-    att.scores = attention_workspace.get();
     cuda::attention(att, n, stream);
 
     matmul(lw.o, n, attn_out.get(), lw.attn_sub_norm.get(),
@@ -440,7 +420,7 @@ void CudaForward::Impl::enqueue(int n, int logits_from, bool want_ids) {
   const int rows = n - logits_from;
   if (rows <= 0) return;
   cuda::rmsnorm(x.get() + logits_from * hidden, hidden, final_norm.get(), eps, rows, normed.get(),
-                head_x_stride, stream);
+                head.x_stride, stream);
   cuda::lm_head(head, normed.get(), rows, logits.get(), stream);
   if (want_ids)
     cuda::argmax(logits.get(), c.vocab_size, rows, argmax_keys.get(), ids.get(), stream);
