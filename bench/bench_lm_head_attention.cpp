@@ -78,10 +78,12 @@ void bench_lm_head(benchmark::State& state, LmHeadFormat format) {
   const auto x = random_floats(kHidden, 2, 1.0f);
   std::vector<float> y(kVocab);
   size_t next = 0;
+  LmHeadInput in;
   for (auto _ : state) {
     const LmHead& head = copies[next++ % copies.size()];
+    head.prepare(x.data(), in);
     threads.parallel_for(kVocab, 64,
-                         [&](int64_t b, int64_t e) { head.matvec(isa, x.data(), y.data(), b, e); });
+                         [&](int64_t b, int64_t e) { head.matvec(isa, in, y.data(), b, e); });
     benchmark::DoNotOptimize(y.data());
   }
   state.counters["GB/s"] = benchmark::Counter(

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -54,6 +55,12 @@ LmHead make_head(LmHeadFormat format, const std::vector<uint16_t>& bf16, int64_t
   return head;
 }
 
+LmHeadInput prepared(const LmHead& head, const std::vector<float>& x) {
+  LmHeadInput in;
+  head.prepare(x.data(), in);
+  return in;
+}
+
 // The weight the quantized head stores for (r, k), dequantized.
 float stored_weight(const LmHead& head, int64_t r, int64_t k) {
   const uint8_t* row = head.codes + r * head.row_bytes();
@@ -73,20 +80,45 @@ TEST(LmHeadKernels, EveryIsaMatchesTheScalarKernelBitForBit) {
         const std::vector<float> values = random_floats(w.size(), rng, 0.05f);
         for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(values[i]);
         const LmHead head = make_head(format, w, rows, cols);
-        const std::vector<float> x = random_floats(static_cast<size_t>(cols), rng, 1.0f);
+        const LmHeadInput in =
+            prepared(head, random_floats(static_cast<size_t>(cols), rng, 1.0f));
         std::vector<float> want(rows), got(rows);
-        head.matvec(CpuIsa::scalar, x.data(), want.data(), 0, rows);
+        head.matvec(CpuIsa::scalar, in, want.data(), 0, rows);
         for (CpuIsa isa : host_isas()) {
           // Odd row ranges exercise the tile remainders.
           std::fill(got.begin(), got.end(), NAN);
-          head.matvec(isa, x.data(), got.data(), 0, rows / 2);
-          head.matvec(isa, x.data(), got.data(), rows / 2, rows);
+          head.matvec(isa, in, got.data(), 0, rows / 2);
+          head.matvec(isa, in, got.data(), rows / 2, rows);
           for (int64_t r = 0; r < rows; ++r) {
             ASSERT_EQ(got[r], want[r]) << format_name(format) << " " << isa_name(isa) << " rows "
                                        << rows << " cols " << cols << " row " << r;
           }
         }
       }
+    }
+  }
+}
+
+TEST(LmHeadKernels, ACopyOwnsItsCodes) {
+  std::mt19937 rng(9);
+  const int64_t rows = 5, cols = 70;
+  std::vector<uint16_t> w(static_cast<size_t>(rows * cols));
+  const std::vector<float> values = random_floats(w.size(), rng, 0.05f);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(values[i]);
+  const std::vector<float> x = random_floats(static_cast<size_t>(cols), rng, 1.0f);
+  for (LmHeadFormat format : {LmHeadFormat::int8, LmHeadFormat::q4}) {
+    auto original = std::make_unique<LmHead>(make_head(format, w, rows, cols));
+    const LmHeadInput in = prepared(*original, x);
+    std::vector<float> want(rows), got(rows);
+    original->matvec(CpuIsa::scalar, in, want.data(), 0, rows);
+    LmHead copied(*original);
+    LmHead assigned;
+    assigned = *original;
+    original.reset();
+    for (const LmHead* head : {&copied, &assigned}) {
+      EXPECT_EQ(head->codes, head->code_storage.data()) << format_name(format);
+      head->matvec(CpuIsa::scalar, in, got.data(), 0, rows);
+      EXPECT_EQ(got, want) << format_name(format);
     }
   }
 }
@@ -102,7 +134,7 @@ TEST(LmHeadKernels, Bf16PathEqualsAnFp64Dot) {
     const std::vector<float> x = random_floats(static_cast<size_t>(cols), rng, 1.0f);
     for (CpuIsa isa : host_isas()) {
       std::vector<float> y(rows);
-      head.matvec(isa, x.data(), y.data(), 0, rows);
+      head.matvec(isa, prepared(head, x), y.data(), 0, rows);
       for (int64_t r = 0; r < rows; ++r) {
         double dot = 0.0, magnitude = 0.0;  // relative to sum |w x|: a dot may cancel to ~0
         for (int64_t k = 0; k < cols; ++k) {
@@ -111,6 +143,73 @@ TEST(LmHeadKernels, Bf16PathEqualsAnFp64Dot) {
           magnitude += std::fabs(term);
         }
         EXPECT_LE(std::fabs(y[r] - dot), 1e-5 * magnitude) << isa_name(isa) << " cols " << cols;
+      }
+    }
+  }
+}
+
+// int8 heads: x rounds to the int16 grid of its scale, and y is the exact integer dot of codes
+// and that grid, so its error against an fp64 dot of the stored weights and x is bounded by
+// x's rounding (half a step per element) plus fp32 rounding of the result.
+TEST(LmHeadKernels, Int8PathIsTheDotOfStoredWeightsAndX) {
+  std::mt19937 rng(10);
+  const int64_t rows = 29;
+  for (int64_t cols : {1, 31, 2560, 2561}) {
+    std::vector<uint16_t> w(static_cast<size_t>(rows * cols));
+    const std::vector<float> values = random_floats(w.size(), rng, 0.05f);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(values[i]);
+    const LmHead head = make_head(LmHeadFormat::int8, w, rows, cols);
+    std::vector<float> x = random_floats(static_cast<size_t>(cols), rng, 1.0f);
+    x[0] = -10.0f;  // the extreme element maps to -limit exactly
+    const LmHeadInput in = prepared(head, x);
+    EXPECT_EQ(in.q[0], -head.input_limit());
+    // Half a step, plus fp32 rounding of x * scale (|x * scale| <= 32767, so under 0.002 steps).
+    for (int64_t k = 0; k < cols; ++k)
+      ASSERT_LE(std::fabs(in.q[k] / static_cast<double>(in.scale) - x[k]), 0.502 / in.scale) << k;
+    for (int64_t k = cols; k < head.padded_cols(); ++k) ASSERT_EQ(in.q[k], 0) << "padding " << k;
+    for (CpuIsa isa : host_isas()) {
+      std::vector<float> y(rows);
+      head.matvec(isa, in, y.data(), 0, rows);
+      for (int64_t r = 0; r < rows; ++r) {
+        double dot = 0.0, weight_mass = 0.0, magnitude = 0.0;
+        for (int64_t k = 0; k < cols; ++k) {
+          const double wk = stored_weight(head, r, k);
+          dot += wk * x[k];
+          weight_mass += std::fabs(wk);
+          magnitude += std::fabs(wk * x[k]);
+        }
+        const double bound = weight_mass * 0.5 / in.scale + 1e-6 * magnitude;
+        EXPECT_LE(std::fabs(y[r] - dot), bound) << isa_name(isa) << " cols " << cols;
+      }
+    }
+  }
+}
+
+// The largest sums the int8 kernels can meet: every code and every q at its extreme, on a row
+// long enough that input_limit() must shrink below 32767 to keep the int32 lanes from overflowing.
+TEST(LmHeadKernels, Int8ExtremesDoNotOverflow) {
+  for (int64_t cols : {2560, 40000}) {
+    const int64_t rows = 5;
+    LmHead head = LmHead::allocate(LmHeadFormat::int8, rows, cols);
+    std::vector<float> row(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < rows; ++r) {
+      const float sign = r % 2 ? -1.0f : 1.0f;
+      std::fill(row.begin(), row.end(), sign);
+      head.set_row(r, row.data());
+    }
+    const std::vector<float> x(static_cast<size_t>(cols), -2.0f);
+    const LmHeadInput in = prepared(head, x);
+    const int64_t limit = head.input_limit();
+    EXPECT_EQ(limit, cols == 2560 ? 32767 : 3381);
+    for (CpuIsa isa : host_isas()) {
+      std::vector<float> y(rows);
+      head.matvec(isa, in, y.data(), 0, rows);
+      for (int64_t r = 0; r < rows; ++r) {
+        const double exact = (r % 2 ? 1.0 : -1.0) * 127.0 * static_cast<double>(limit) *
+                             static_cast<double>(cols);
+        const float want =
+            static_cast<float>(static_cast<int64_t>(exact)) / in.scale * head.row_scales[r];
+        EXPECT_EQ(y[r], want) << isa_name(isa) << " cols " << cols << " row " << r;
       }
     }
   }
@@ -282,7 +381,9 @@ Study run_study(const std::shared_ptr<const Model>& model,
   const auto logits = [&](const LmHead& head, const std::vector<float>& x) {
     std::vector<float> y(static_cast<size_t>(rows));
     pool.parallel_for(rows, 64,
-                      [&](int64_t b, int64_t e) { head.matvec(isa, x.data(), y.data(), b, e); });
+                      [&, in = prepared(head, x)](int64_t b, int64_t e) {
+                        head.matvec(isa, in, y.data(), b, e);
+                      });
     return y;
   };
   Study study;
@@ -297,10 +398,10 @@ Study run_study(const std::shared_ptr<const Model>& model,
 
 void print(const Study& study) {
   for (const auto& [name, a] :
-       {std::pair{"int8 (f32 acts)", study.int8}, std::pair{"int8 (int8 acts)", study.int8_acts},
+       {std::pair{"int8 (int16 acts)", study.int8}, std::pair{"int8 (int8 acts)", study.int8_acts},
         std::pair{"q4 (f32 acts)", study.q4}}) {
     std::printf(
-        "  %-17s max abs err %.5f  err/scale %.5f  top-1 %.4f (%lld positions, scale %.3f; "
+        "  %-18s max abs err %.5f  err/scale %.5f  top-1 %.4f (%lld positions, scale %.3f; "
         "%lld of %lld flips at a top-2 margin < 2 x error)\n",
         name, a.max_abs_error, a.relative(), a.agreement(), static_cast<long long>(a.positions),
         a.logit_scale, static_cast<long long>(a.near_tie_flips),

@@ -141,10 +141,14 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch,
   // (batched decode) each block of head rows is applied to every row while it sits in cache,
   // so the head is read from memory once per step, not once per sequence.
   const int64_t n_logits = static_cast<int64_t>(logit_rows.size());
+  const bool quantized_head = w.output_head.rows > 0;
+  if (quantized_head && head_inputs_.size() < logit_rows.size()) head_inputs_.resize(logit_rows.size());
   per_token([&](int64_t i) {
     if (i < n_logits) {
+      float* normed = xb_.data() + i * hidden;
       rmsnorm(x_.data() + static_cast<int64_t>(logit_rows[i]) * hidden, w.final_norm.data(),
-              xb_.data() + i * hidden, hidden, eps);
+              normed, hidden, eps);
+      if (quantized_head) w.output_head.prepare(normed, head_inputs_[i]);
     }
   });
   constexpr int64_t kHeadRowBlock = 64;  // 64 rows of 2560: at most 320 KB (bf16), in L2
@@ -152,12 +156,11 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch,
     for (int64_t block = begin; block < end; block += kHeadRowBlock) {
       const int64_t block_end = std::min(end, block + kHeadRowBlock);
       for (int64_t i = 0; i < n_logits; ++i) {
-        const float* normed = xb_.data() + i * hidden;
         float* out = logits + i * static_cast<int64_t>(c_.vocab_size);
-        if (w.output_head.rows > 0) {
-          w.output_head.matvec(isa_, normed, out, block, block_end);
+        if (quantized_head) {
+          w.output_head.matvec(isa_, head_inputs_[i], out, block, block_end);
         } else {
-          w.lm_head().matvec(normed, out, block, block_end);
+          w.lm_head().matvec(xb_.data() + i * hidden, out, block, block_end);
         }
       }
     }

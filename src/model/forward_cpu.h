@@ -10,6 +10,7 @@
 #include "base/cpu_features.h"
 #include "base/thread_pool.h"
 #include "bitnet/model.h"
+#include "kernels/cpu/lm_head.h"
 #include "kernels/cpu/ternary_matmul.h"
 #include "model/kv_cache.h"
 
@@ -58,6 +59,7 @@ class CpuForward {
   std::vector<float> proj_;      // [batch][hidden] o_proj / down_proj output
   std::vector<float> scores_;    // [threads][attention_scratch_floats(group, context_length)]
   QuantizedActs acts_hidden_, acts_ffn_;
+  std::vector<LmHeadInput> head_inputs_;  // [batch] final-normed rows, as the lm_head reads them
 };
 
 }  // namespace bitnet

@@ -2,12 +2,31 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #include "base/float16.h"
 #include "kernels/cpu/canonical_math.h"
 
 namespace bitnet {
+
+LmHead::LmHead(const LmHead& other)
+    : format(other.format),
+      rows(other.rows),
+      cols(other.cols),
+      bf16(other.bf16),
+      codes(other.codes),
+      code_storage(other.code_storage),
+      row_scales(other.row_scales),
+      group_scales(other.group_scales) {
+  if (!other.code_storage.empty() && other.codes == other.code_storage.data())
+    codes = code_storage.data();
+}
+
+LmHead& LmHead::operator=(const LmHead& other) {
+  if (this != &other) *this = LmHead(other);
+  return *this;
+}
 
 LmHead LmHead::view_bf16(const uint16_t* data, int64_t rows, int64_t cols) {
   LmHead head;
@@ -80,23 +99,37 @@ void LmHead::set_row(int64_t r, const float* values) {
   }
 }
 
-void LmHead::matvec(CpuIsa isa, const float* x, float* y, int64_t row_begin,
-                    int64_t row_end) const {
-  // The kernels read x in whole 16-lane chunks: give them a zero-padded copy unless x already
-  // ends on a chunk (the model's hidden sizes do).
-  if (cols == padded_cols()) {
-    lm_head_kernel(isa)(*this, x, y, row_begin, row_end);
-    return;
-  }
-  thread_local std::vector<float> x_padded;
-  x_padded.assign(static_cast<size_t>(padded_cols()), 0.0f);
-  std::copy_n(x, cols, x_padded.data());
-  lm_head_kernel(isa)(*this, x_padded.data(), y, row_begin, row_end);
+int32_t LmHead::input_limit() const {
+  const int64_t products_per_lane = std::max<int64_t>(1, padded_cols() / 8);
+  return static_cast<int32_t>(
+      std::clamp<int64_t>(INT32_MAX / (127 * products_per_lane), 1, INT16_MAX));
 }
 
-void lm_head_matvec_scalar(const LmHead& head, const float* x, float* y, int64_t row_begin,
+void LmHead::prepare(const float* x, LmHeadInput& in) const {
+  const auto n = static_cast<size_t>(padded_cols());
+  if (format != LmHeadFormat::int8) {
+    in.x.assign(n, 0.0f);
+    std::copy_n(x, cols, in.x.data());
+    return;
+  }
+  float max_abs = 0.0f;
+  for (int64_t k = 0; k < cols; ++k) max_abs = std::max(max_abs, std::fabs(x[k]));
+  const auto limit = static_cast<float>(input_limit());
+  in.scale = limit / std::max(max_abs, 1e-5f);
+  in.q.assign(n, 0);
+  for (int64_t k = 0; k < cols; ++k)
+    in.q[k] = static_cast<int16_t>(std::clamp(std::nearbyint(x[k] * in.scale), -limit, limit));
+}
+
+void LmHead::matvec(CpuIsa isa, const LmHeadInput& in, float* y, int64_t row_begin,
+                    int64_t row_end) const {
+  lm_head_kernel(isa)(*this, in, y, row_begin, row_end);
+}
+
+void lm_head_matvec_scalar(const LmHead& head, const LmHeadInput& in, float* y, int64_t row_begin,
                            int64_t row_end) {
   const int64_t chunks = (head.cols + kLanes - 1) / kLanes;
+  const float* x = in.x.data();
   for (int64_t r = row_begin; r < row_end; ++r) {
     float lane[kLanes] = {};
     switch (head.format) {
@@ -110,10 +143,10 @@ void lm_head_matvec_scalar(const LmHead& head, const float* x, float* y, int64_t
         break;
       }
       case LmHeadFormat::int8: {
-        const int8_t* q = reinterpret_cast<const int8_t*>(head.codes + r * head.row_bytes());
-        for (int64_t k = 0; k < chunks * kLanes; ++k)
-          lane[k % kLanes] = std::fma(static_cast<float>(q[k]), x[k], lane[k % kLanes]);
-        y[r] = reduce_lanes(lane) * head.row_scales[r];
+        const int8_t* codes = reinterpret_cast<const int8_t*>(head.codes + r * head.row_bytes());
+        int64_t dot = 0;
+        for (int64_t k = 0; k < head.cols; ++k) dot += int64_t{codes[k]} * in.q[k];
+        y[r] = static_cast<float>(dot) / in.scale * head.row_scales[r];
         break;
       }
       case LmHeadFormat::q4: {
@@ -138,8 +171,8 @@ void lm_head_matvec_scalar(const LmHead& head, const float* x, float* y, int64_t
 }
 
 // Defined in lm_head_avx2.cpp / lm_head_avx512.cpp.
-void lm_head_matvec_avx2(const LmHead&, const float*, float*, int64_t, int64_t);
-void lm_head_matvec_avx512(const LmHead&, const float*, float*, int64_t, int64_t);
+void lm_head_matvec_avx2(const LmHead&, const LmHeadInput&, float*, int64_t, int64_t);
+void lm_head_matvec_avx512(const LmHead&, const LmHeadInput&, float*, int64_t, int64_t);
 
 LmHeadKernel lm_head_kernel(CpuIsa isa) {
   switch (isa) {

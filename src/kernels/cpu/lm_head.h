@@ -1,5 +1,5 @@
 #pragma once
-// The lm_head (vocab x hidden) in one of three storages, and its matvec y = W x in fp32.
+// The lm_head (vocab x hidden) in one of three storages, and its matvec y = W x.
 //   bf16: the checkpoint's rows, read in place; exact products, fp32 accumulation.
 //   int8: q = round(w * 127 / absmax(row)), one fp32 scale per row (absmax / 127).
 //   q4:   groups of 32 along the row, one fp16 scale d per group, symmetric without offset:
@@ -7,8 +7,12 @@
 //         to code 0 and all 16 codes are used; w ~= d * (code - 8), code = clamp(round(w/d)+8, 0,
 //         15). A group's 16 bytes hold element j in the low nibble of byte j and element j + 16
 //         in the high nibble.
-// The activations stay fp32 (int8 activations measured worse, see tests/test_lm_head.cpp). Every
-// format sums in the 16-lane order of canonical_math.h, so all kernel variants agree bit for bit.
+// bf16 and q4 take x in fp32 and sum in the 16-lane order of canonical_math.h. int8 takes x
+// quantized once per token to int16 (LmHeadInput) and sums codes x int16 exactly in integers:
+// x's rounding error (1/65534 of max|x|) is far below the weights' int8 step, and the 8-bit codes
+// then feed vpdpwssd / vpmaddwd without a conversion to float, which made the fp32 form compute
+// bound. (int8 activations measured worse, see tests/test_lm_head.cpp.) Every kernel variant
+// agrees with the scalar one bit for bit.
 
 #include <cstdint>
 #include <vector>
@@ -21,6 +25,13 @@ namespace bitnet {
 constexpr int64_t kQ4Group = 32;
 constexpr int64_t kLmHeadColAlign = 64;  // quantized rows and the padded x are multiples of this
 
+// One hidden state as a head's kernels read it, prepared once per token by LmHead::prepare.
+struct LmHeadInput {
+  std::vector<float> x;    // bf16 and q4 heads: [padded_cols], zero past cols
+  std::vector<int16_t> q;  // int8 heads: [padded_cols], round(x * scale), zero past cols
+  float scale = 0;         // int8 heads: q = x * scale, rounded
+};
+
 struct LmHead {
   LmHeadFormat format = LmHeadFormat::bf16;
   int64_t rows = 0, cols = 0;
@@ -32,6 +43,13 @@ struct LmHead {
   std::vector<uint8_t> code_storage;
   std::vector<float> row_scales;       // int8: [rows]
   std::vector<uint16_t> group_scales;  // q4: [rows][padded_cols / kQ4Group], fp16
+
+  LmHead() = default;
+  // A copy of an owning head points at its own code_storage, not at the original's.
+  LmHead(const LmHead& other);
+  LmHead& operator=(const LmHead& other);
+  LmHead(LmHead&&) = default;  // moving a vector keeps its buffer, so `codes` stays valid
+  LmHead& operator=(LmHead&&) = default;
 
   // A bf16 head reading `data` in place.
   static LmHead view_bf16(const uint16_t* data, int64_t rows, int64_t cols);
@@ -47,15 +65,20 @@ struct LmHead {
   int64_t groups() const { return padded_cols() / kQ4Group; }
   uint64_t bytes() const;  // everything the matvec reads, scales included
 
-  // y[r] = W[r] . x for rows [row_begin, row_end); x has `cols` values.
-  void matvec(CpuIsa isa, const float* x, float* y, int64_t row_begin, int64_t row_end) const;
+  // The largest |q| of an int8 head's input: 32767, or less where that could overflow an int32
+  // lane of a kernel (a lane sums padded_cols / 8 products of |code| <= 127 in the AVX2 kernel).
+  int32_t input_limit() const;
+  // x (`cols` values) in the form this head's kernels read.
+  void prepare(const float* x, LmHeadInput& in) const;
+  // y[r] = W[r] . x for rows [row_begin, row_end), x prepared by prepare().
+  void matvec(CpuIsa isa, const LmHeadInput& in, float* y, int64_t row_begin,
+              int64_t row_end) const;
 };
 
-// x_padded has padded_cols() values, zero past cols.
-using LmHeadKernel = void (*)(const LmHead& head, const float* x_padded, float* y,
+using LmHeadKernel = void (*)(const LmHead& head, const LmHeadInput& in, float* y,
                               int64_t row_begin, int64_t row_end);
 
-void lm_head_matvec_scalar(const LmHead& head, const float* x_padded, float* y, int64_t row_begin,
+void lm_head_matvec_scalar(const LmHead& head, const LmHeadInput& in, float* y, int64_t row_begin,
                            int64_t row_end);
 LmHeadKernel lm_head_kernel(CpuIsa isa);
 

@@ -1,5 +1,7 @@
-// AVX2 lm_head matvec: four rows at a time share each load of x; a row's 16-lane accumulator is
-// a pair of ymm registers (lanes 0-7, 8-15), in the canonical order of canonical_math.h.
+// AVX2 lm_head matvec: four rows at a time share each load of x. For bf16 and q4 a row's 16-lane
+// fp32 accumulator is a pair of ymm registers (lanes 0-7, 8-15), in the canonical order of
+// canonical_math.h; int8 sums codes x int16 exactly with vpmaddwd. Either way results equal the
+// scalar kernel's.
 #include <algorithm>
 
 #include "kernels/cpu/lm_head.h"
@@ -15,13 +17,9 @@ __m256 widen_bf16(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
 }
 
-__m256 widen_int8(const int8_t* p) {
-  const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
-}
-
 template <int R>
-void bf16_rows(const LmHead& head, const float* x, float* y, int64_t r0) {
+void bf16_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) {
+  const float* x = in.x.data();
   __m256 lo[R], hi[R];
   const uint16_t* w[R];
 #pragma GCC unroll 16
@@ -52,27 +50,35 @@ void bf16_rows(const LmHead& head, const float* x, float* y, int64_t r0) {
   for (int i = 0; i < R; ++i) y[r0 + i] = avx2::reduce_lanes(lo[i], hi[i]);
 }
 
+// Each vpmaddwd gives two code x q products per int32 lane; input_limit() keeps a lane's whole
+// sum in range, and the lanes are added in int64.
 template <int R>
-void int8_rows(const LmHead& head, const float* x, float* y, int64_t r0) {
-  __m256 lo[R], hi[R];
-  const int8_t* q[R];
+void int8_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) {
+  __m256i acc[R];
+  const int8_t* codes[R];
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
-    lo[i] = hi[i] = _mm256_setzero_ps();
-    q[i] = reinterpret_cast<const int8_t*>(head.codes + (r0 + i) * head.row_bytes());
+    acc[i] = _mm256_setzero_si256();
+    codes[i] = reinterpret_cast<const int8_t*>(head.codes + (r0 + i) * head.row_bytes());
   }
-  const int64_t end = (head.cols + kLanes - 1) / kLanes * kLanes;
-  for (int64_t k = 0; k < end; k += kLanes) {
-    const __m256 x_lo = _mm256_loadu_ps(x + k), x_hi = _mm256_loadu_ps(x + k + 8);
+  const int64_t end = head.padded_cols();
+  for (int64_t k = 0; k < end; k += 16) {
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in.q.data() + k));
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
-      lo[i] = _mm256_fmadd_ps(widen_int8(q[i] + k), x_lo, lo[i]);
-      hi[i] = _mm256_fmadd_ps(widen_int8(q[i] + k + 8), x_hi, hi[i]);
+      const __m256i w =
+          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes[i] + k)));
+      acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(w, q));
     }
   }
 #pragma GCC unroll 16
-  for (int i = 0; i < R; ++i)
-    y[r0 + i] = avx2::reduce_lanes(lo[i], hi[i]) * head.row_scales[r0 + i];
+  for (int i = 0; i < R; ++i) {
+    alignas(32) int32_t lanes[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc[i]);
+    int64_t dot = 0;
+    for (int32_t lane : lanes) dot += lane;
+    y[r0 + i] = static_cast<float>(dot) / in.scale * head.row_scales[r0 + i];
+  }
 }
 
 // Lanes j..j+7 of a group: bytes j..j+7 hold elements j..j+7 (low nibbles) and j+16..j+23.
@@ -86,7 +92,8 @@ __m256 q4_half_dot(const uint8_t* bytes, const float* x) {
 }
 
 template <int R>
-void q4_rows(const LmHead& head, const float* x, float* y, int64_t r0) {
+void q4_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) {
+  const float* x = in.x.data();
   const int64_t groups = head.groups();
   __m256 lo[R], hi[R];
 #pragma GCC unroll 16
@@ -106,30 +113,31 @@ void q4_rows(const LmHead& head, const float* x, float* y, int64_t r0) {
 }
 
 template <LmHeadFormat F, int R>
-void tile(const LmHead& head, const float* x, float* y, int64_t r0) {
-  if constexpr (F == LmHeadFormat::bf16) bf16_rows<R>(head, x, y, r0);
-  if constexpr (F == LmHeadFormat::int8) int8_rows<R>(head, x, y, r0);
-  if constexpr (F == LmHeadFormat::q4) q4_rows<R>(head, x, y, r0);
+void tile(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) {
+  if constexpr (F == LmHeadFormat::bf16) bf16_rows<R>(head, in, y, r0);
+  if constexpr (F == LmHeadFormat::int8) int8_rows<R>(head, in, y, r0);
+  if constexpr (F == LmHeadFormat::q4) q4_rows<R>(head, in, y, r0);
 }
 
 template <LmHeadFormat F>
-void run_rows(const LmHead& head, const float* x, float* y, int64_t row_begin, int64_t row_end) {
+void run_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t row_begin,
+              int64_t row_end) {
   int64_t r = row_begin;
-  for (; r + kTileRows <= row_end; r += kTileRows) tile<F, kTileRows>(head, x, y, r);
-  for (; r < row_end; ++r) tile<F, 1>(head, x, y, r);
+  for (; r + kTileRows <= row_end; r += kTileRows) tile<F, kTileRows>(head, in, y, r);
+  for (; r < row_end; ++r) tile<F, 1>(head, in, y, r);
 }
 
 }  // namespace
 
-void lm_head_matvec_avx2(const LmHead& head, const float* x, float* y, int64_t row_begin,
+void lm_head_matvec_avx2(const LmHead& head, const LmHeadInput& in, float* y, int64_t row_begin,
                          int64_t row_end) {
   switch (head.format) {
     case LmHeadFormat::bf16:
-      return run_rows<LmHeadFormat::bf16>(head, x, y, row_begin, row_end);
+      return run_rows<LmHeadFormat::bf16>(head, in, y, row_begin, row_end);
     case LmHeadFormat::int8:
-      return run_rows<LmHeadFormat::int8>(head, x, y, row_begin, row_end);
+      return run_rows<LmHeadFormat::int8>(head, in, y, row_begin, row_end);
     case LmHeadFormat::q4:
-      return run_rows<LmHeadFormat::q4>(head, x, y, row_begin, row_end);
+      return run_rows<LmHeadFormat::q4>(head, in, y, row_begin, row_end);
   }
 }
 

@@ -1,5 +1,6 @@
-// AVX-512 lm_head matvec: four rows at a time share each load of x; one 16-lane accumulator per
-// row in the canonical order (canonical_math.h), so results equal the scalar kernel's.
+// AVX-512 lm_head matvec: four rows at a time share each load of x. bf16 and q4 keep one 16-lane
+// fp32 accumulator per row in the canonical order (canonical_math.h); int8 sums codes x int16
+// exactly with vpdpwssd. Either way results equal the scalar kernel's.
 #include "kernels/cpu/lm_head.h"
 #include "kernels/cpu/simd_avx512.h"
 
@@ -7,13 +8,17 @@ namespace bitnet {
 namespace {
 
 constexpr int kTileRows = 4;
+// The tile's rows are adjacent, so prefetching each this far ahead streams the head linearly,
+// far enough ahead to cover DRAM latency (as the ternary GEMV).
+constexpr int64_t kPrefetchBytes = 16384;
 
 __m512 widen_bf16(__m256i v) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
 }
 
 template <int R>
-void bf16_rows(const LmHead& head, const float* x, float* y, int64_t r0) {
+void bf16_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) {
+  const float* x = in.x.data();
   __m512 acc[R];
   const uint16_t* w[R];
 #pragma GCC unroll 16
@@ -25,9 +30,11 @@ void bf16_rows(const LmHead& head, const float* x, float* y, int64_t r0) {
   for (int64_t k = 0; k < full; k += kLanes) {
     const __m512 xv = _mm512_loadu_ps(x + k);
 #pragma GCC unroll 16
-    for (int i = 0; i < R; ++i)
+    for (int i = 0; i < R; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(w[i] + k) + kPrefetchBytes, _MM_HINT_T0);
       acc[i] = _mm512_fmadd_ps(
           widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[i] + k))), xv, acc[i]);
+    }
   }
   if (full < head.cols) {  // rows are unpadded: mask the tail (x is zero-padded)
     const __mmask16 mask = static_cast<__mmask16>((1u << (head.cols - full)) - 1);
@@ -40,30 +47,43 @@ void bf16_rows(const LmHead& head, const float* x, float* y, int64_t r0) {
   for (int i = 0; i < R; ++i) y[r0 + i] = avx512::reduce_lanes(acc[i]);
 }
 
+// Each vpdpwssd adds two code x q products into each of 16 int32 lanes; input_limit() keeps a
+// lane's whole sum in range, and the lanes are added in int64.
 template <int R>
-void int8_rows(const LmHead& head, const float* x, float* y, int64_t r0) {
-  __m512 acc[R];
-  const int8_t* q[R];
+void int8_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) {
+  __m512i acc[R];
+  const int8_t* codes[R];
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
-    acc[i] = _mm512_setzero_ps();
-    q[i] = reinterpret_cast<const int8_t*>(head.codes + (r0 + i) * head.row_bytes());
+    acc[i] = _mm512_setzero_si512();
+    codes[i] = reinterpret_cast<const int8_t*>(head.codes + (r0 + i) * head.row_bytes());
   }
-  const int64_t end = (head.cols + kLanes - 1) / kLanes * kLanes;
-  for (int64_t k = 0; k < end; k += kLanes) {
-    const __m512 xv = _mm512_loadu_ps(x + k);
+  const int64_t end = head.padded_cols();  // a multiple of 64
+  for (int64_t k = 0; k < end; k += 64) {
+    const __m512i q_lo = _mm512_loadu_si512(in.q.data() + k);
+    const __m512i q_hi = _mm512_loadu_si512(in.q.data() + k + 32);
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
-      const __m128i codes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q[i] + k));
-      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(codes)), xv, acc[i]);
+      _mm_prefetch(reinterpret_cast<const char*>(codes[i] + k + kPrefetchBytes), _MM_HINT_T0);
+      const __m512i w_lo = _mm512_cvtepi8_epi16(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes[i] + k)));
+      const __m512i w_hi = _mm512_cvtepi8_epi16(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes[i] + k + 32)));
+      acc[i] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(acc[i], w_lo, q_lo), w_hi, q_hi);
     }
   }
 #pragma GCC unroll 16
-  for (int i = 0; i < R; ++i) y[r0 + i] = avx512::reduce_lanes(acc[i]) * head.row_scales[r0 + i];
+  for (int i = 0; i < R; ++i) {
+    const int64_t dot =
+        _mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[i]))) +
+        _mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc[i], 1)));
+    y[r0 + i] = static_cast<float>(dot) / in.scale * head.row_scales[r0 + i];
+  }
 }
 
 template <int R>
-void q4_rows(const LmHead& head, const float* x, float* y, int64_t r0) {
+void q4_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) {
+  const float* x = in.x.data();
   const int64_t groups = head.groups();
   __m512 acc[R];
   const uint8_t* row[R];
@@ -93,30 +113,31 @@ void q4_rows(const LmHead& head, const float* x, float* y, int64_t r0) {
 }
 
 template <LmHeadFormat F, int R>
-void tile(const LmHead& head, const float* x, float* y, int64_t r0) {
-  if constexpr (F == LmHeadFormat::bf16) bf16_rows<R>(head, x, y, r0);
-  if constexpr (F == LmHeadFormat::int8) int8_rows<R>(head, x, y, r0);
-  if constexpr (F == LmHeadFormat::q4) q4_rows<R>(head, x, y, r0);
+void tile(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) {
+  if constexpr (F == LmHeadFormat::bf16) bf16_rows<R>(head, in, y, r0);
+  if constexpr (F == LmHeadFormat::int8) int8_rows<R>(head, in, y, r0);
+  if constexpr (F == LmHeadFormat::q4) q4_rows<R>(head, in, y, r0);
 }
 
 template <LmHeadFormat F>
-void run_rows(const LmHead& head, const float* x, float* y, int64_t row_begin, int64_t row_end) {
+void run_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t row_begin,
+              int64_t row_end) {
   int64_t r = row_begin;
-  for (; r + kTileRows <= row_end; r += kTileRows) tile<F, kTileRows>(head, x, y, r);
-  for (; r < row_end; ++r) tile<F, 1>(head, x, y, r);
+  for (; r + kTileRows <= row_end; r += kTileRows) tile<F, kTileRows>(head, in, y, r);
+  for (; r < row_end; ++r) tile<F, 1>(head, in, y, r);
 }
 
 }  // namespace
 
-void lm_head_matvec_avx512(const LmHead& head, const float* x, float* y, int64_t row_begin,
+void lm_head_matvec_avx512(const LmHead& head, const LmHeadInput& in, float* y, int64_t row_begin,
                            int64_t row_end) {
   switch (head.format) {
     case LmHeadFormat::bf16:
-      return run_rows<LmHeadFormat::bf16>(head, x, y, row_begin, row_end);
+      return run_rows<LmHeadFormat::bf16>(head, in, y, row_begin, row_end);
     case LmHeadFormat::int8:
-      return run_rows<LmHeadFormat::int8>(head, x, y, row_begin, row_end);
+      return run_rows<LmHeadFormat::int8>(head, in, y, row_begin, row_end);
     case LmHeadFormat::q4:
-      return run_rows<LmHeadFormat::q4>(head, x, y, row_begin, row_end);
+      return run_rows<LmHeadFormat::q4>(head, in, y, row_begin, row_end);
   }
 }
 
