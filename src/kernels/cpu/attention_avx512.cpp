@@ -11,6 +11,18 @@ namespace bitnet {
 namespace {
 
 constexpr int kMaxHeads = 4;
+// Keys and values stream from DRAM (the cache is mapped in 4 KiB pages, see KvCache): prefetching
+// this far ahead keeps enough misses in flight to approach the read bandwidth.
+constexpr int64_t kPrefetchBytes = 8192;
+
+template <KvCacheType T>
+constexpr int64_t kElementBytes = T == KvCacheType::f32 ? 4 : T == KvCacheType::f16 ? 2 : 1;
+
+template <KvCacheType T>
+void prefetch_ahead(const void* base, int64_t i) {
+  _mm_prefetch(static_cast<const char*>(base) + i * kElementBytes<T> + kPrefetchBytes,
+               _MM_HINT_T0);
+}
 
 // 16 consecutive elements starting at element index i, widened to fp32 (exactly).
 template <KvCacheType T>
@@ -39,6 +51,7 @@ void score_blocks(const KvHeadView& kv, int64_t b, const float* q, float* s, int
   for (int i = 0; i < hd; ++i) {
 #pragma GCC unroll 16
     for (int j = 0; j < NB; ++j) {
+      prefetch_ahead<T>(kv.keys, ((b + j) * hd + i) * kKeyBlock);
       const __m512 k = load16<T>(kv.keys, ((b + j) * hd + i) * kKeyBlock);
 #pragma GCC unroll 16
       for (int h = 0; h < H; ++h)
@@ -69,8 +82,11 @@ void value_chunk(const KvHeadView& kv, int n_pos, const float* e, int64_t stride
   for (int p = 0; p < n_pos; ++p) {
     __m512 v[DV];
 #pragma GCC unroll 16
-    for (int j = 0; j < DV; ++j)
+    for (int j = 0; j < DV; ++j) {
+      if ((16 * j * kElementBytes<T>) % 64 == 0)  // once per cache line
+        prefetch_ahead<T>(kv.values, static_cast<int64_t>(p) * hd + d0 + 16 * j);
       v[j] = load16<T>(kv.values, static_cast<int64_t>(p) * hd + d0 + 16 * j);
+    }
 #pragma GCC unroll 16
     for (int h = 0; h < H; ++h) {
       float weight = e[h * stride + p];
