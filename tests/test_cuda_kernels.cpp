@@ -857,7 +857,7 @@ TEST(CudaKernels, LmHeadMatchesTheScalarKernel) {
           for (int t = 0; t < n; ++t) {
             const float* x = xs.data() + t * cols;
             head.prepare(x, in);
-            lm_head_matvec_scalar(head, in, want.data(), 0, rows);
+            head.matvec(CpuIsa::scalar, in, want.data(), 0, rows);
             for (int64_t r = 0; r < rows; ++r) {
               // The tolerance: 1e-5 of the row's sum of |w x| (as stored), plus, for int8, the
               // CPU's rounding of x to int16 (half a step per element; the GPU keeps x in fp32).

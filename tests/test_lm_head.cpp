@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <memory>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "base/float16.h"
@@ -93,6 +94,38 @@ TEST(LmHeadKernels, EveryIsaMatchesTheScalarKernelBitForBit) {
             ASSERT_EQ(got[r], want[r]) << format_name(format) << " " << isa_name(isa) << " rows "
                                        << rows << " cols " << cols << " row " << r;
           }
+        }
+      }
+    }
+  }
+}
+
+// Batched decode: several inputs in one call give each input's own result, for any count
+// (the AVX-512 int8 kernel takes them four at a time) and odd row ranges.
+TEST(LmHeadKernels, SeveralInputsEqualOneAtATime) {
+  std::mt19937 rng(11);
+  const int64_t rows = 67, cols = 2561;
+  std::vector<uint16_t> w(static_cast<size_t>(rows * cols));
+  const std::vector<float> values = random_floats(w.size(), rng, 0.05f);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(values[i]);
+  for (LmHeadFormat format : {LmHeadFormat::bf16, LmHeadFormat::int8, LmHeadFormat::q4}) {
+    const LmHead head = make_head(format, w, rows, cols);
+    std::vector<LmHeadInput> ins;
+    for (int n = 0; n < 9; ++n)
+      ins.push_back(prepared(head, random_floats(static_cast<size_t>(cols), rng, 1.0f)));
+    for (CpuIsa isa : host_isas()) {
+      for (size_t n : {1, 2, 3, 4, 5, 8, 9}) {
+        const int64_t stride = rows + 3;
+        std::vector<float> together(n * stride, NAN), alone(rows);
+        const std::span<const LmHeadInput> some(ins.data(), n);
+        head.matvec(isa, some, together.data(), stride, 0, 5);
+        head.matvec(isa, some, together.data(), stride, 5, rows);
+        for (size_t i = 0; i < n; ++i) {
+          head.matvec(CpuIsa::scalar, ins[i], alone.data(), 0, rows);
+          for (int64_t r = 0; r < rows; ++r)
+            ASSERT_EQ(together[i * stride + r], alone[r])
+                << format_name(format) << " " << isa_name(isa) << " inputs " << n << " input " << i
+                << " row " << r;
         }
       }
     }

@@ -378,7 +378,7 @@ TEST_P(TernaryKernelTest, MatchesReferencesOnRandomInputs) {
       const auto t = random_ternary(static_cast<size_t>(rows * cols), rng);
       auto scales = random_floats(static_cast<size_t>(rows), rng, 0.1f, 4.0f);
       const TernaryMatrix w = matrix(t, rows, cols, scales);
-      for (int64_t n_tokens : {1, 2, 3, 4, 5, 6, 7, 8, 9, 33}) {
+      for (int64_t n_tokens : {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 33}) {
         SCOPED_TRACE(::testing::Message() << rows << "x" << cols << ", " << n_tokens << " tokens");
         const auto x = random_floats(static_cast<size_t>(n_tokens * cols), rng);
         QuantizedActs acts;

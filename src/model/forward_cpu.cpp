@@ -155,13 +155,14 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch,
   pool_.parallel_for(c_.vocab_size, kHeadRowBlock, [&](int64_t begin, int64_t end) {
     for (int64_t block = begin; block < end; block += kHeadRowBlock) {
       const int64_t block_end = std::min(end, block + kHeadRowBlock);
+      if (quantized_head) {
+        w.output_head.matvec(isa_, std::span(head_inputs_.data(), logit_rows.size()), logits,
+                             c_.vocab_size, block, block_end);
+        continue;
+      }
       for (int64_t i = 0; i < n_logits; ++i) {
-        float* out = logits + i * static_cast<int64_t>(c_.vocab_size);
-        if (quantized_head) {
-          w.output_head.matvec(isa_, head_inputs_[i], out, block, block_end);
-        } else {
-          w.lm_head().matvec(xb_.data() + i * hidden, out, block, block_end);
-        }
+        w.lm_head().matvec(xb_.data() + i * hidden,
+                           logits + i * static_cast<int64_t>(c_.vocab_size), block, block_end);
       }
     }
   });

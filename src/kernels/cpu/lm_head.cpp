@@ -121,13 +121,15 @@ void LmHead::prepare(const float* x, LmHeadInput& in) const {
     in.q[k] = static_cast<int16_t>(std::clamp(std::nearbyint(x[k] * in.scale), -limit, limit));
 }
 
-void LmHead::matvec(CpuIsa isa, const LmHeadInput& in, float* y, int64_t row_begin,
-                    int64_t row_end) const {
-  lm_head_kernel(isa)(*this, in, y, row_begin, row_end);
+void LmHead::matvec(CpuIsa isa, std::span<const LmHeadInput> ins, float* y, int64_t y_stride,
+                    int64_t row_begin, int64_t row_end) const {
+  lm_head_kernel(isa)(*this, ins, y, y_stride, row_begin, row_end);
 }
 
-void lm_head_matvec_scalar(const LmHead& head, const LmHeadInput& in, float* y, int64_t row_begin,
-                           int64_t row_end) {
+namespace {
+
+void scalar_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t row_begin,
+                 int64_t row_end) {
   const int64_t chunks = (head.cols + kLanes - 1) / kLanes;
   const float* x = in.x.data();
   for (int64_t r = row_begin; r < row_end; ++r) {
@@ -170,9 +172,19 @@ void lm_head_matvec_scalar(const LmHead& head, const LmHeadInput& in, float* y, 
   }
 }
 
+}  // namespace
+
+void lm_head_matvec_scalar(const LmHead& head, std::span<const LmHeadInput> ins, float* y,
+                           int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  for (size_t n = 0; n < ins.size(); ++n)
+    scalar_rows(head, ins[n], y + static_cast<int64_t>(n) * y_stride, row_begin, row_end);
+}
+
 // Defined in lm_head_avx2.cpp / lm_head_avx512.cpp.
-void lm_head_matvec_avx2(const LmHead&, const LmHeadInput&, float*, int64_t, int64_t);
-void lm_head_matvec_avx512(const LmHead&, const LmHeadInput&, float*, int64_t, int64_t);
+void lm_head_matvec_avx2(const LmHead&, std::span<const LmHeadInput>, float*, int64_t, int64_t,
+                         int64_t);
+void lm_head_matvec_avx512(const LmHead&, std::span<const LmHeadInput>, float*, int64_t, int64_t,
+                           int64_t);
 
 LmHeadKernel lm_head_kernel(CpuIsa isa) {
   switch (isa) {

@@ -15,6 +15,7 @@
 // agrees with the scalar one bit for bit.
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "base/cpu_features.h"
@@ -70,16 +71,22 @@ struct LmHead {
   int32_t input_limit() const;
   // x (`cols` values) in the form this head's kernels read.
   void prepare(const float* x, LmHeadInput& in) const;
-  // y[r] = W[r] . x for rows [row_begin, row_end), x prepared by prepare().
+  // y[n * y_stride + r] = W[r] . x_n for rows [row_begin, row_end) and every input x_n
+  // (prepared by prepare()); several inputs share each read of W (batched decode).
+  void matvec(CpuIsa isa, std::span<const LmHeadInput> ins, float* y, int64_t y_stride,
+              int64_t row_begin, int64_t row_end) const;
+  // One input: y[r] = W[r] . x.
   void matvec(CpuIsa isa, const LmHeadInput& in, float* y, int64_t row_begin,
-              int64_t row_end) const;
+              int64_t row_end) const {
+    matvec(isa, std::span<const LmHeadInput>(&in, 1), y, 0, row_begin, row_end);
+  }
 };
 
-using LmHeadKernel = void (*)(const LmHead& head, const LmHeadInput& in, float* y,
-                              int64_t row_begin, int64_t row_end);
+using LmHeadKernel = void (*)(const LmHead& head, std::span<const LmHeadInput> ins, float* y,
+                              int64_t y_stride, int64_t row_begin, int64_t row_end);
 
-void lm_head_matvec_scalar(const LmHead& head, const LmHeadInput& in, float* y, int64_t row_begin,
-                           int64_t row_end);
+void lm_head_matvec_scalar(const LmHead& head, std::span<const LmHeadInput> ins, float* y,
+                           int64_t y_stride, int64_t row_begin, int64_t row_end);
 LmHeadKernel lm_head_kernel(CpuIsa isa);
 
 }  // namespace bitnet

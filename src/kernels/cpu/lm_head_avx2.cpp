@@ -129,15 +129,21 @@ void run_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t row_b
 
 }  // namespace
 
-void lm_head_matvec_avx2(const LmHead& head, const LmHeadInput& in, float* y, int64_t row_begin,
-                         int64_t row_end) {
-  switch (head.format) {
-    case LmHeadFormat::bf16:
-      return run_rows<LmHeadFormat::bf16>(head, in, y, row_begin, row_end);
-    case LmHeadFormat::int8:
-      return run_rows<LmHeadFormat::int8>(head, in, y, row_begin, row_end);
-    case LmHeadFormat::q4:
-      return run_rows<LmHeadFormat::q4>(head, in, y, row_begin, row_end);
+void lm_head_matvec_avx2(const LmHead& head, std::span<const LmHeadInput> ins, float* y,
+                         int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  for (size_t n = 0; n < ins.size(); ++n) {
+    float* out = y + static_cast<int64_t>(n) * y_stride;
+    switch (head.format) {
+      case LmHeadFormat::bf16:
+        run_rows<LmHeadFormat::bf16>(head, ins[n], out, row_begin, row_end);
+        break;
+      case LmHeadFormat::int8:
+        run_rows<LmHeadFormat::int8>(head, ins[n], out, row_begin, row_end);
+        break;
+      case LmHeadFormat::q4:
+        run_rows<LmHeadFormat::q4>(head, ins[n], out, row_begin, row_end);
+        break;
+    }
   }
 }
 

@@ -1,6 +1,8 @@
 // AVX-512 lm_head matvec: four rows at a time share each load of x. bf16 and q4 keep one 16-lane
 // fp32 accumulator per row in the canonical order (canonical_math.h); int8 sums codes x int16
 // exactly with vpdpwssd. Either way results equal the scalar kernel's.
+#include <algorithm>
+
 #include "kernels/cpu/lm_head.h"
 #include "kernels/cpu/simd_avx512.h"
 
@@ -48,37 +50,56 @@ void bf16_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) 
 }
 
 // Each vpdpwssd adds two code x q products into each of 16 int32 lanes; input_limit() keeps a
-// lane's whole sum in range, and the lanes are added in int64.
-template <int R>
-void int8_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) {
-  __m512i acc[R];
+// lane's whole sum in range, and the lanes are added in int64. R rows x NT inputs: each code
+// vector is widened once for all NT inputs (batched decode), each input load serves R rows.
+template <int R, int NT>
+void int8_rows(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_stride,
+               int64_t r0) {
+  __m512i acc[R][NT];
   const int8_t* codes[R];
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
-    acc[i] = _mm512_setzero_si512();
+#pragma GCC unroll 16
+    for (int n = 0; n < NT; ++n) acc[i][n] = _mm512_setzero_si512();
     codes[i] = reinterpret_cast<const int8_t*>(head.codes + (r0 + i) * head.row_bytes());
   }
   const int64_t end = head.padded_cols();  // a multiple of 64
-  for (int64_t k = 0; k < end; k += 64) {
-    const __m512i q_lo = _mm512_loadu_si512(in.q.data() + k);
-    const __m512i q_hi = _mm512_loadu_si512(in.q.data() + k + 32);
+  for (int64_t k = 0; k < end; k += 32) {
+    __m512i w[R];
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
-      _mm_prefetch(reinterpret_cast<const char*>(codes[i] + k + kPrefetchBytes), _MM_HINT_T0);
-      const __m512i w_lo = _mm512_cvtepi8_epi16(
+      if (k % 64 == 0)
+        _mm_prefetch(reinterpret_cast<const char*>(codes[i] + k + kPrefetchBytes), _MM_HINT_T0);
+      w[i] = _mm512_cvtepi8_epi16(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes[i] + k)));
-      const __m512i w_hi = _mm512_cvtepi8_epi16(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes[i] + k + 32)));
-      acc[i] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(acc[i], w_lo, q_lo), w_hi, q_hi);
+    }
+#pragma GCC unroll 16
+    for (int n = 0; n < NT; ++n) {
+      __m512i q = _mm512_loadu_si512(in[n].q.data() + k);
+      __asm__("" : "+v"(q));  // one load for the R rows, not one folded into each vpdpwssd
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) acc[i][n] = _mm512_dpwssd_epi32(acc[i][n], w[i], q);
     }
   }
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
-    const int64_t dot =
-        _mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[i]))) +
-        _mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc[i], 1)));
-    y[r0 + i] = static_cast<float>(dot) / in.scale * head.row_scales[r0 + i];
+#pragma GCC unroll 16
+    for (int n = 0; n < NT; ++n) {
+      const int64_t dot =
+          _mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[i][n]))) +
+          _mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc[i][n], 1)));
+      y[n * y_stride + r0 + i] = static_cast<float>(dot) / in[n].scale * head.row_scales[r0 + i];
+    }
   }
+}
+
+template <int NT>
+void int8_run(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_stride,
+              int64_t row_begin, int64_t row_end) {
+  int64_t r = row_begin;
+  for (; r + kTileRows <= row_end; r += kTileRows)
+    int8_rows<kTileRows, NT>(head, in, y, y_stride, r);
+  for (; r < row_end; ++r) int8_rows<1, NT>(head, in, y, y_stride, r);
 }
 
 template <int R>
@@ -115,7 +136,6 @@ void q4_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) {
 template <LmHeadFormat F, int R>
 void tile(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) {
   if constexpr (F == LmHeadFormat::bf16) bf16_rows<R>(head, in, y, r0);
-  if constexpr (F == LmHeadFormat::int8) int8_rows<R>(head, in, y, r0);
   if constexpr (F == LmHeadFormat::q4) q4_rows<R>(head, in, y, r0);
 }
 
@@ -127,17 +147,32 @@ void run_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t row_b
   for (; r < row_end; ++r) tile<F, 1>(head, in, y, r);
 }
 
+constexpr int kMaxInputs = 4;  // R x NT = 16 accumulators
+
 }  // namespace
 
-void lm_head_matvec_avx512(const LmHead& head, const LmHeadInput& in, float* y, int64_t row_begin,
-                           int64_t row_end) {
-  switch (head.format) {
-    case LmHeadFormat::bf16:
-      return run_rows<LmHeadFormat::bf16>(head, in, y, row_begin, row_end);
-    case LmHeadFormat::int8:
-      return run_rows<LmHeadFormat::int8>(head, in, y, row_begin, row_end);
-    case LmHeadFormat::q4:
-      return run_rows<LmHeadFormat::q4>(head, in, y, row_begin, row_end);
+void lm_head_matvec_avx512(const LmHead& head, std::span<const LmHeadInput> ins, float* y,
+                           int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  for (size_t n0 = 0; n0 < ins.size(); n0 += kMaxInputs) {
+    const LmHeadInput* in = ins.data() + n0;
+    float* out = y + static_cast<int64_t>(n0) * y_stride;
+    const int n = static_cast<int>(std::min<size_t>(kMaxInputs, ins.size() - n0));
+    switch (head.format) {
+      case LmHeadFormat::int8:
+        if (n == 4) int8_run<4>(head, in, out, y_stride, row_begin, row_end);
+        if (n == 3) int8_run<3>(head, in, out, y_stride, row_begin, row_end);
+        if (n == 2) int8_run<2>(head, in, out, y_stride, row_begin, row_end);
+        if (n == 1) int8_run<1>(head, in, out, y_stride, row_begin, row_end);
+        break;
+      case LmHeadFormat::bf16:
+        for (int i = 0; i < n; ++i)
+          run_rows<LmHeadFormat::bf16>(head, in[i], out + i * y_stride, row_begin, row_end);
+        break;
+      case LmHeadFormat::q4:
+        for (int i = 0; i < n; ++i)
+          run_rows<LmHeadFormat::q4>(head, in[i], out + i * y_stride, row_begin, row_end);
+        break;
+    }
   }
 }
 
