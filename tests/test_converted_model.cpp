@@ -64,6 +64,39 @@ TEST(ConvertedModel, CarriesItsTokenizerAndUntiedHead) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
+TEST(ConvertedModel, AskingForAnotherFormatThanTheFileHoldsIsAnError) {
+  const auto dir = cached_model("bf16", tiny_spec());
+  test::TempDir tmp;
+  LoadOptions written;
+  written.ternary = TernaryFormat::i2;
+  written.lm_head = LmHeadFormat::int8;
+  const auto file = convert(dir, tmp / "m.bitnet", written);
+  EXPECT_NO_THROW(Model::load(file));           // unset: the file's own formats
+  EXPECT_NO_THROW(Model::load(file, written));  // the same formats
+  LoadOptions other_head;
+  other_head.lm_head = LmHeadFormat::bf16;
+  try {
+    Model::load(file, other_head);
+    ADD_FAILURE() << "loaded with another lm_head format";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--lm-head int8, not bf16"), std::string::npos)
+        << e.what();
+  }
+  LoadOptions other_ternary;
+  other_ternary.ternary = TernaryFormat::t5;
+  try {
+    Model::load(file, other_ternary);
+    ADD_FAILURE() << "loaded with another ternary format";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--ternary i2, not t5"), std::string::npos) << e.what();
+  }
+  const auto r = test::run_cli({"run", "-m", file.string(), "-p", "Hello", "-n", "2", "--lm-head",
+                                "bf16", "-q"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("convert the checkpoint again with --lm-head bf16"), std::string::npos)
+      << r.err;
+}
+
 std::string load_error(const std::filesystem::path& path) {
   try {
     Model::load(path);

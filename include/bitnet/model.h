@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,11 +31,18 @@ struct LoadOptions {
   // Called as work proceeds: a stage name ("loading", "packing") and the fraction done (0..1).
   std::function<void(const std::string& stage, double fraction)> progress;
   int n_threads = 0;  // threads used for packing; 0 = physical cores
-  // t5 by default: it reads 20% fewer bytes and decodes faster (README, "Formats").
-  TernaryFormat ternary = TernaryFormat::t5;
-  // int8 by default: it halves the largest matrix read per token, and its logits stay within
-  // 0.4% of the logit scale of bf16's (README, "lm_head"); bf16 is the exact path.
-  LmHeadFormat lm_head = LmHeadFormat::int8;
+  // The formats a checkpoint is packed into; unset means the defaults below. A converted file
+  // keeps the formats it was written with, and a format set here that differs is an error.
+  std::optional<TernaryFormat> ternary;
+  std::optional<LmHeadFormat> lm_head;
+
+  // t5: it reads 20% fewer bytes and decodes faster (README, "Formats").
+  static constexpr TernaryFormat kDefaultTernary = TernaryFormat::t5;
+  // int8: it halves the largest matrix read per token, and its logits stay within 0.4% of the
+  // logit scale of bf16's (README, "lm_head"); bf16 is the exact path.
+  static constexpr LmHeadFormat kDefaultLmHead = LmHeadFormat::int8;
+  TernaryFormat ternary_or_default() const { return ternary.value_or(kDefaultTernary); }
+  LmHeadFormat lm_head_or_default() const { return lm_head.value_or(kDefaultLmHead); }
 };
 
 const char* format_name(TernaryFormat format);

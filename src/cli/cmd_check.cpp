@@ -91,7 +91,7 @@ int check(const CheckArgs& args) {
       "reference: scalar kernels, 1 thread, f32 KV cache, bf16 lm_head, i2 ternary\n"
       "tokens: %zu (one batch, logits at every position)\n\n",
       isa_name(tested.isa), tested.n_threads, kv_cache_type_name(tested.kv_cache),
-      format_name(tested_load.lm_head), format_name(tested_load.ternary), tokens.size());
+      format_name(*tested_load.lm_head), format_name(*tested_load.ternary), tokens.size());
 
   const PathComparison cmp = compare_forward_paths(tested, reference, tokens);
   bool pass = true;

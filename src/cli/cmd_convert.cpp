@@ -11,8 +11,8 @@ namespace bitnet::cli {
 
 Action add_convert(CLI::App& app) {
   struct Args {
-    std::string model, out, ternary = format_name(LoadOptions{}.ternary),
-                            lm_head = format_name(LoadOptions{}.lm_head);
+    std::string model, out, ternary = format_name(LoadOptions::kDefaultTernary),
+                            lm_head = format_name(LoadOptions::kDefaultLmHead);
     int threads = 0;
     bool quiet = false;
   };

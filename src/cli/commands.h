@@ -34,9 +34,9 @@ void add_sampling_options(CLI::App& cmd, SamplingParams& sampling);
 // The storage choices of a run; defaults are the library's. A converted .bitnet file carries its
 // own lm_head and ternary formats.
 struct FormatArgs {
-  std::string lm_head = format_name(LoadOptions{}.lm_head);
+  std::string lm_head;  // empty: the default, or a converted file's own
   std::string kv_cache = kv_cache_type_name(SessionOptions{}.kv_cache);
-  std::string ternary = format_name(LoadOptions{}.ternary);
+  std::string ternary;  // empty: the default, or a converted file's own
   void apply(LoadOptions& load, SessionOptions& session) const;
 };
 void add_format_options(CLI::App& cmd, FormatArgs& formats);

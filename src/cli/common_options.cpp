@@ -22,17 +22,18 @@ void add_sampling_options(CLI::App& cmd, SamplingParams& sampling) {
 }
 
 void add_format_options(CLI::App& cmd, FormatArgs& formats) {
-  cmd.add_option("--lm-head", formats.lm_head, "lm_head format: int8, bf16 (exact) or q4")
-      ->capture_default_str();
+  cmd.add_option("--lm-head", formats.lm_head,
+                 "lm_head format: int8 (default), bf16 (exact) or q4; a converted file has its own");
   cmd.add_option("--kv-cache", formats.kv_cache, "KV cache type: f16, f32 (exact) or q8")
       ->capture_default_str();
-  cmd.add_option("--ternary", formats.ternary, "Ternary weight layout: i2 (2-bit) or t5 (1.6-bit)")
-      ->capture_default_str();
+  cmd.add_option("--ternary", formats.ternary,
+                 "Ternary weight layout: t5 (1.6-bit, default) or i2 (2-bit); a converted file has "
+                 "its own");
 }
 
 void FormatArgs::apply(LoadOptions& load, SessionOptions& session) const {
-  load.lm_head = parse_lm_head_format(lm_head);
-  load.ternary = parse_ternary_format(ternary);
+  if (!lm_head.empty()) load.lm_head = parse_lm_head_format(lm_head);
+  if (!ternary.empty()) load.ternary = parse_ternary_format(ternary);
   session.kv_cache = parse_kv_cache_type(kv_cache);
 }
 

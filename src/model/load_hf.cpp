@@ -104,12 +104,12 @@ class Loader {
 
   // The lm_head in the requested format, quantized here once (rows split across the pool).
   LmHead output_head(const DenseMatrix& source) {
-    if (options_.lm_head == LmHeadFormat::bf16) {
+    if (options_.lm_head_or_default() == LmHeadFormat::bf16) {
       // An fp16/f32 checkpoint's head was widened to f32: the forward pass uses it as is.
       if (source.dtype != DType::BF16) return {};
       return LmHead::view_bf16(static_cast<const uint16_t*>(source.data), source.rows, source.cols);
     }
-    LmHead head = LmHead::allocate(options_.lm_head, source.rows, source.cols);
+    LmHead head = LmHead::allocate(options_.lm_head_or_default(), source.rows, source.cols);
     pool_.parallel_for(source.rows, 256, [&](int64_t r0, int64_t r1) {
       std::vector<float> row(static_cast<size_t>(source.cols));
       for (int64_t r = r0; r < r1; ++r) {
@@ -205,7 +205,7 @@ class Loader {
   void allocate(TernaryMatrix& m, int64_t rows, int64_t cols) const {
     m.rows = rows;
     m.cols = cols;
-    m.format = options_.ternary;
+    m.format = options_.ternary_or_default();
     m.storage.assign(static_cast<size_t>(rows * m.row_bytes()), 0);
     m.packed = m.storage.data();
     m.row_scales.assign(static_cast<size_t>(rows), 0.0f);
@@ -326,12 +326,22 @@ std::shared_ptr<const Model> Model::load(const std::filesystem::path& path,
   if (!std::filesystem::exists(path)) throw Error(path.string() + ": no such file or directory");
   std::shared_ptr<Model> model(new Model());
   if (std::filesystem::is_regular_file(path) && BlobFile::has_magic(path)) {
-    // A converted file carries its formats; options.ternary / lm_head do not apply.
+    // A converted file carries its formats: a different one asked for needs a reconversion.
     auto file = std::make_shared<const BlobFile>(path);
     const auto& meta = file->meta();
     if (!meta.contains("config_json") || !meta["config_json"].is_string()) {
       throw Error(path.string() + ": header has no config_json");
     }
+    const auto check_format = [&](const char* field, const char* flag, const char* wanted) {
+      const std::string held = meta.value(field, std::string("?"));
+      if (held != wanted) {
+        throw Error(path.string() + " was converted with " + flag + " " + held + ", not " +
+                    wanted + ": convert the checkpoint again with " + flag + " " + wanted +
+                    ", or load the checkpoint directory");
+      }
+    };
+    if (options.ternary) check_format("ternary_format", "--ternary", format_name(*options.ternary));
+    if (options.lm_head) check_format("lm_head_format", "--lm-head", format_name(*options.lm_head));
     model->config_ = ModelConfig::from_json(meta["config_json"].get<std::string>(),
                                             path.string() + ": config_json");
     ThreadPool pool(options.n_threads > 0 ? options.n_threads : physical_core_count());
