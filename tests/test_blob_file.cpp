@@ -65,6 +65,50 @@ TEST_F(BlobFileTest, RoundTripsAlignedBlobsAndMeta) {
   EXPECT_EQ(file.blob("empty", 0).size(), 0u);
 }
 
+// The writer emits 2 MiB chunks: blobs that straddle chunk boundaries come back intact.
+TEST_F(BlobFileTest, BlobsLargerThanAWriteChunkRoundTrip) {
+  std::vector<uint8_t> large((size_t{5} << 20) + 7);
+  for (size_t i = 0; i < large.size(); ++i) large[i] = static_cast<uint8_t>(i * 131 + (i >> 20));
+  BlobFileWriter writer;
+  writer.add<float>("floats", floats_);
+  writer.add<uint8_t>("large", large);
+  writer.add<uint8_t>("big", big_);
+  const auto path = dir_ / "large.bitnet";
+  writer.write(path, {{"kind", "large"}}, pool_);
+  BlobFile file(path);
+  file.verify(pool_);
+  const auto got = file.blob("large", large.size());
+  EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.end()), large);
+  const auto got_big = file.blob("big", big_.size());
+  EXPECT_EQ(std::vector<uint8_t>(got_big.begin(), got_big.end()), big_);
+}
+
+TEST_F(BlobFileTest, WriteFailuresNameTheFile) {
+  BlobFileWriter writer;
+  writer.add<uint8_t>("big", big_);
+  const auto missing_dir = dir_ / "no" / "such" / "m.bitnet";
+  try {
+    writer.write(missing_dir, {}, pool_);
+    FAIL() << "wrote into a missing directory";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr(missing_dir.string() + ": cannot create"));
+  }
+}
+
+// A new file replaces the old one whole (written aside, then renamed): a reader that has the old
+// file mapped keeps its bytes, and no PATH.partial is left behind.
+TEST_F(BlobFileTest, RewritingReplacesTheFileWhole) {
+  BlobFile old_file(path_);
+  const auto old_big = old_file.blob("big", big_.size());
+  BlobFileWriter writer;
+  const std::vector<uint8_t> other(10, 42);
+  writer.add<uint8_t>("other", other);
+  writer.write(path_, {{"kind", "second"}}, pool_);
+  EXPECT_EQ(std::vector<uint8_t>(old_big.begin(), old_big.end()), big_);
+  EXPECT_EQ(BlobFile(path_).meta()["kind"], "second");
+  EXPECT_FALSE(std::filesystem::exists(path_.string() + ".partial"));
+}
+
 TEST_F(BlobFileTest, MissingOrWrongSizedBlobsAreNamed) {
   BlobFile file(path_);
   EXPECT_THROW(file.blob("nope", 1), Error);

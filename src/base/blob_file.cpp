@@ -32,18 +32,23 @@ T read_at(std::span<const uint8_t> bytes, uint64_t offset) {
 }
 
 // Writes a new file in whole 2 MiB chunks at 2 MiB-aligned offsets, so the page cache holds it in
-// huge folios and a later mapping of it is backed by 2 MiB pages (see MappedFile).
+// huge folios and a later mapping of it is backed by 2 MiB pages (see MappedFile). The bytes go to
+// PATH.partial, renamed over PATH once complete: a failed write leaves no truncated model behind,
+// and a process that has the old file mapped keeps reading the old file.
 class ChunkedFileWriter {
  public:
-  explicit ChunkedFileWriter(const std::filesystem::path& path) : path_(path) {
-    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  explicit ChunkedFileWriter(const std::filesystem::path& path)
+      : path_(path), partial_(path.string() + ".partial") {
+    fd_ = ::open(partial_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd_ < 0) throw Error(path.string() + ": cannot create: " + std::strerror(errno));
     buffer_.reserve(kChunk);
   }
   ChunkedFileWriter(const ChunkedFileWriter&) = delete;
   ChunkedFileWriter& operator=(const ChunkedFileWriter&) = delete;
   ~ChunkedFileWriter() {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ < 0) return;
+    ::close(fd_);
+    ::unlink(partial_.c_str());
   }
 
   void write(const void* data, uint64_t bytes) {
@@ -59,8 +64,11 @@ class ChunkedFileWriter {
 
   void finish() {
     flush();
-    const int fd = std::exchange(fd_, -1);
-    if (::close(fd) != 0) throw Error(path_.string() + ": write failed: " + std::strerror(errno));
+    if (::close(std::exchange(fd_, -1)) != 0 || ::rename(partial_.c_str(), path_.c_str()) != 0) {
+      const std::string reason = std::strerror(errno);
+      ::unlink(partial_.c_str());
+      throw Error(path_.string() + ": write failed: " + reason);
+    }
   }
 
  private:
@@ -79,7 +87,7 @@ class ChunkedFileWriter {
     buffer_.clear();
   }
 
-  std::filesystem::path path_;
+  std::filesystem::path path_, partial_;
   int fd_ = -1;
   std::vector<char> buffer_;
 };
