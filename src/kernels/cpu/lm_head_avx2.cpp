@@ -11,6 +11,8 @@ namespace bitnet {
 namespace {
 
 constexpr int kTileRows = 4;
+// As in lm_head_avx512.cpp: the tile's rows are adjacent, so this streams the head linearly.
+constexpr int64_t kPrefetchBytes = 16384;
 
 __m256 widen_bf16(const uint16_t* p) {
   const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
@@ -66,6 +68,8 @@ void int8_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) 
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in.q.data() + k));
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
+      if (k % 64 == 0)
+        _mm_prefetch(reinterpret_cast<const char*>(codes[i] + k + kPrefetchBytes), _MM_HINT_T0);
       const __m256i w =
           _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes[i] + k)));
       acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(w, q));
