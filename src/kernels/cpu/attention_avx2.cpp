@@ -10,6 +10,15 @@ namespace bitnet {
 namespace {
 
 constexpr int kMaxHeads = 4;
+// As in attention_avx512.cpp: keys and values stream from DRAM; prefetch this far ahead.
+constexpr int64_t kPrefetchBytes = 8192;
+
+template <KvCacheType T>
+void prefetch_ahead(const void* base, int64_t i) {
+  constexpr int64_t element_bytes =
+      T == KvCacheType::f32 ? 4 : T == KvCacheType::f16 ? 2 : 1;
+  _mm_prefetch(static_cast<const char*>(base) + i * element_bytes + kPrefetchBytes, _MM_HINT_T0);
+}
 
 // 8 consecutive elements starting at element index i, widened to fp32 (exactly).
 template <KvCacheType T>
@@ -36,6 +45,7 @@ void score_block(const KvHeadView& kv, int64_t b, const float* q, float* s, int6
     for (int h = 0; h < H; ++h) acc[j][h] = _mm256_setzero_ps();
   for (int i = 0; i < hd; ++i) {
     const int64_t at = (b * hd + i) * kKeyBlock;
+    prefetch_ahead<T>(kv.keys, at);
     const __m256 k[2] = {load8<T>(kv.keys, at), load8<T>(kv.keys, at + 8)};
 #pragma GCC unroll 16
     for (int h = 0; h < H; ++h) {
@@ -64,6 +74,7 @@ void value_chunk(const KvHeadView& kv, int n_pos, const float* e, int64_t stride
   for (int h = 0; h < H; ++h) acc[h][0] = acc[h][1] = _mm256_setzero_ps();
   for (int p = 0; p < n_pos; ++p) {
     const int64_t at = static_cast<int64_t>(p) * hd + d0;
+    prefetch_ahead<T>(kv.values, at);
     const __m256 v[2] = {load8<T>(kv.values, at), load8<T>(kv.values, at + 8)};
 #pragma GCC unroll 16
     for (int h = 0; h < H; ++h) {
