@@ -34,6 +34,7 @@ void bf16_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) 
     const __m256 x_lo = _mm256_loadu_ps(x + k), x_hi = _mm256_loadu_ps(x + k + 8);
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(w[i] + k) + kPrefetchBytes, _MM_HINT_T0);
       lo[i] = _mm256_fmadd_ps(widen_bf16(w[i] + k), x_lo, lo[i]);
       hi[i] = _mm256_fmadd_ps(widen_bf16(w[i] + k + 8), x_hi, hi[i]);
     }
