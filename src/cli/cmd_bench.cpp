@@ -270,7 +270,7 @@ int bench(BenchArgs args) {
       std::printf("measured device bandwidth (device-to-device copy, read + write): %.1f GB/s\n",
                   gbps);
     } else {
-      std::printf("measured read bandwidth, %d threads: %.1f GB/s\n", t, gbps);
+      std::printf("measured read bandwidth, %d thread%s: %.1f GB/s\n", t, t == 1 ? "" : "s", gbps);
     }
   }
   std::printf(
