@@ -43,6 +43,14 @@ std::vector<float> random_floats(size_t n, std::mt19937& rng, float scale) {
   return x;
 }
 
+// Random lm_head weights in bf16, as a checkpoint stores them.
+std::vector<uint16_t> random_bf16(size_t n, std::mt19937& rng) {
+  const std::vector<float> values = random_floats(n, rng, 0.05f);
+  std::vector<uint16_t> w(n);
+  for (size_t i = 0; i < n; ++i) w[i] = f32_to_bf16(values[i]);
+  return w;
+}
+
 // A head of the given format built from bf16 weights (bf16 viewed in place, others quantized).
 LmHead make_head(LmHeadFormat format, const std::vector<uint16_t>& bf16, int64_t rows,
                  int64_t cols) {
@@ -77,12 +85,9 @@ TEST(LmHeadKernels, EveryIsaMatchesTheScalarKernelBitForBit) {
   for (LmHeadFormat format : {LmHeadFormat::bf16, LmHeadFormat::int8, LmHeadFormat::q4}) {
     for (int64_t rows : {1, 3, 4, 9, 67}) {
       for (int64_t cols : {1, 31, 2560, 2561}) {
-        std::vector<uint16_t> w(static_cast<size_t>(rows * cols));
-        const std::vector<float> values = random_floats(w.size(), rng, 0.05f);
-        for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(values[i]);
+        const std::vector<uint16_t> w = random_bf16(static_cast<size_t>(rows * cols), rng);
         const LmHead head = make_head(format, w, rows, cols);
-        const LmHeadInput in =
-            prepared(head, random_floats(static_cast<size_t>(cols), rng, 1.0f));
+        const LmHeadInput in = prepared(head, random_floats(static_cast<size_t>(cols), rng, 1.0f));
         std::vector<float> want(rows), got(rows);
         head.matvec(CpuIsa::scalar, in, want.data(), 0, rows);
         for (CpuIsa isa : host_isas()) {
@@ -105,9 +110,7 @@ TEST(LmHeadKernels, EveryIsaMatchesTheScalarKernelBitForBit) {
 TEST(LmHeadKernels, SeveralInputsEqualOneAtATime) {
   std::mt19937 rng(11);
   const int64_t rows = 67, cols = 2561;
-  std::vector<uint16_t> w(static_cast<size_t>(rows * cols));
-  const std::vector<float> values = random_floats(w.size(), rng, 0.05f);
-  for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(values[i]);
+  const std::vector<uint16_t> w = random_bf16(static_cast<size_t>(rows * cols), rng);
   for (LmHeadFormat format : {LmHeadFormat::bf16, LmHeadFormat::int8, LmHeadFormat::q4}) {
     const LmHead head = make_head(format, w, rows, cols);
     std::vector<LmHeadInput> ins;
@@ -135,9 +138,7 @@ TEST(LmHeadKernels, SeveralInputsEqualOneAtATime) {
 TEST(LmHeadKernels, ACopyOwnsItsCodes) {
   std::mt19937 rng(9);
   const int64_t rows = 5, cols = 70;
-  std::vector<uint16_t> w(static_cast<size_t>(rows * cols));
-  const std::vector<float> values = random_floats(w.size(), rng, 0.05f);
-  for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(values[i]);
+  const std::vector<uint16_t> w = random_bf16(static_cast<size_t>(rows * cols), rng);
   const std::vector<float> x = random_floats(static_cast<size_t>(cols), rng, 1.0f);
   for (LmHeadFormat format : {LmHeadFormat::int8, LmHeadFormat::q4}) {
     auto original = std::make_unique<LmHead>(make_head(format, w, rows, cols));
@@ -160,9 +161,7 @@ TEST(LmHeadKernels, Bf16PathEqualsAnFp64Dot) {
   std::mt19937 rng(8);
   const int64_t rows = 37;
   for (int64_t cols : {1, 31, 2560, 2561}) {
-    const std::vector<float> values = random_floats(static_cast<size_t>(rows * cols), rng, 0.05f);
-    std::vector<uint16_t> w(values.size());
-    for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(values[i]);
+    const std::vector<uint16_t> w = random_bf16(static_cast<size_t>(rows * cols), rng);
     const LmHead head = make_head(LmHeadFormat::bf16, w, rows, cols);
     const std::vector<float> x = random_floats(static_cast<size_t>(cols), rng, 1.0f);
     for (CpuIsa isa : host_isas()) {
@@ -188,9 +187,7 @@ TEST(LmHeadKernels, Int8PathIsTheDotOfStoredWeightsAndX) {
   std::mt19937 rng(10);
   const int64_t rows = 29;
   for (int64_t cols : {1, 31, 2560, 2561}) {
-    std::vector<uint16_t> w(static_cast<size_t>(rows * cols));
-    const std::vector<float> values = random_floats(w.size(), rng, 0.05f);
-    for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(values[i]);
+    const std::vector<uint16_t> w = random_bf16(static_cast<size_t>(rows * cols), rng);
     const LmHead head = make_head(LmHeadFormat::int8, w, rows, cols);
     std::vector<float> x = random_floats(static_cast<size_t>(cols), rng, 1.0f);
     x[0] = -10.0f;  // the extreme element maps to -limit exactly
@@ -238,8 +235,8 @@ TEST(LmHeadKernels, Int8ExtremesDoNotOverflow) {
       std::vector<float> y(rows);
       head.matvec(isa, in, y.data(), 0, rows);
       for (int64_t r = 0; r < rows; ++r) {
-        const double exact = (r % 2 ? 1.0 : -1.0) * 127.0 * static_cast<double>(limit) *
-                             static_cast<double>(cols);
+        const double exact =
+            (r % 2 ? 1.0 : -1.0) * 127.0 * static_cast<double>(limit) * static_cast<double>(cols);
         const float want =
             static_cast<float>(static_cast<int64_t>(exact)) / in.scale * head.row_scales[r];
         EXPECT_EQ(y[r], want) << isa_name(isa) << " cols " << cols << " row " << r;
@@ -251,9 +248,7 @@ TEST(LmHeadKernels, Int8ExtremesDoNotOverflow) {
 TEST(LmHeadKernels, QuantizedWeightsStayWithinHalfAStep) {
   std::mt19937 rng(9);
   const int64_t rows = 5, cols = 2561;
-  const std::vector<float> values = random_floats(static_cast<size_t>(rows * cols), rng, 0.05f);
-  std::vector<uint16_t> w(values.size());
-  for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(values[i]);
+  const std::vector<uint16_t> w = random_bf16(static_cast<size_t>(rows * cols), rng);
   for (LmHeadFormat format : {LmHeadFormat::int8, LmHeadFormat::q4}) {
     const LmHead head = make_head(format, w, rows, cols);
     for (int64_t r = 0; r < rows; ++r) {
@@ -413,10 +408,9 @@ Study run_study(const std::shared_ptr<const Model>& model,
   const CpuIsa isa = CpuFeatures::host().best_isa();
   const auto logits = [&](const LmHead& head, const std::vector<float>& x) {
     std::vector<float> y(static_cast<size_t>(rows));
-    pool.parallel_for(rows, 64,
-                      [&, in = prepared(head, x)](int64_t b, int64_t e) {
-                        head.matvec(isa, in, y.data(), b, e);
-                      });
+    pool.parallel_for(rows, 64, [&, in = prepared(head, x)](int64_t b, int64_t e) {
+      head.matvec(isa, in, y.data(), b, e);
+    });
     return y;
   };
   Study study;

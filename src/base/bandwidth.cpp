@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "base/cpu_features.h"
 #include "base/thread_pool.h"
 #include "bitnet/error.h"
 
@@ -22,8 +23,7 @@ using Line = uint64_t __attribute__((vector_size(64)));  // one cache line
 
 // Reads with the widest loads the CPU has, as the kernels do (scalar loads cannot saturate a
 // memory channel from one core).
-__attribute__((target_clones("avx512f", "avx2", "default"))) uint64_t sum_lines(const Line* p,
-                                                                                  size_t n) {
+BITNET_CLONE_PER_ISA uint64_t sum_lines(const Line* p, size_t n) {
   Line a{}, b{}, c{}, d{};  // independent chains so the adds never bound the loop
   for (size_t i = 0; i + 4 <= n; i += 4) {
     a += p[i];

@@ -16,6 +16,10 @@ struct CpuFeatures {
   CpuIsa best_isa() const;
 };
 
+// For plain C++ loops (no intrinsics): GCC compiles one clone per ISA and picks one at load
+// time. With -ffp-contract=off (CMakeLists.txt) every clone rounds exactly as the baseline one.
+#define BITNET_CLONE_PER_ISA __attribute__((target_clones("avx512f", "avx2", "default")))
+
 const char* isa_name(CpuIsa isa);
 // Parses "scalar", "avx2", "avx512"; throws bitnet::Error on anything else.
 CpuIsa parse_isa(const std::string& name);

@@ -22,8 +22,9 @@ void add_sampling_options(CLI::App& cmd, SamplingParams& sampling) {
 }
 
 void add_format_options(CLI::App& cmd, FormatArgs& formats) {
-  cmd.add_option("--lm-head", formats.lm_head,
-                 "lm_head format: int8 (default), bf16 (exact) or q4; a converted file has its own");
+  cmd.add_option(
+      "--lm-head", formats.lm_head,
+      "lm_head format: int8 (default), bf16 (exact) or q4; a converted file has its own");
   cmd.add_option("--kv-cache", formats.kv_cache, "KV cache type: f16, f32 (exact) or q8")
       ->capture_default_str();
   cmd.add_option("--ternary", formats.ternary,

@@ -142,12 +142,13 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch,
   // so the head is read from memory once per step, not once per sequence.
   const int64_t n_logits = static_cast<int64_t>(logit_rows.size());
   const bool quantized_head = w.output_head.rows > 0;
-  if (quantized_head && head_inputs_.size() < logit_rows.size()) head_inputs_.resize(logit_rows.size());
+  if (quantized_head && head_inputs_.size() < logit_rows.size())
+    head_inputs_.resize(logit_rows.size());
   per_token([&](int64_t i) {
     if (i < n_logits) {
       float* normed = xb_.data() + i * hidden;
-      rmsnorm(x_.data() + static_cast<int64_t>(logit_rows[i]) * hidden, w.final_norm.data(),
-              normed, hidden, eps);
+      rmsnorm(x_.data() + static_cast<int64_t>(logit_rows[i]) * hidden, w.final_norm.data(), normed,
+              hidden, eps);
       if (quantized_head) w.output_head.prepare(normed, head_inputs_[i]);
     }
   });

@@ -335,8 +335,8 @@ std::shared_ptr<const Model> Model::load(const std::filesystem::path& path,
     const auto check_format = [&](const char* field, const char* flag, const char* wanted) {
       const std::string held = meta.value(field, std::string("?"));
       if (held != wanted) {
-        throw Error(path.string() + " was converted with " + flag + " " + held + ", not " +
-                    wanted + ": convert the checkpoint again with " + flag + " " + wanted +
+        throw Error(path.string() + " was converted with " + flag + " " + held + ", not " + wanted +
+                    ": convert the checkpoint again with " + flag + " " + wanted +
                     ", or load the checkpoint directory");
       }
     };

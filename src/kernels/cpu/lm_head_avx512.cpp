@@ -53,8 +53,7 @@ void bf16_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) 
 // lane's whole sum in range, and the lanes are added in int64. R rows x NT inputs: each code
 // vector is widened once for all NT inputs (batched decode), each input load serves R rows.
 template <int R, int NT>
-void int8_rows(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_stride,
-               int64_t r0) {
+void int8_rows(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_stride, int64_t r0) {
   __m512i acc[R][NT];
   const int8_t* codes[R];
 #pragma GCC unroll 16
@@ -70,8 +69,8 @@ void int8_rows(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_st
     for (int i = 0; i < R; ++i) {
       if (k % 64 == 0)
         _mm_prefetch(reinterpret_cast<const char*>(codes[i] + k + kPrefetchBytes), _MM_HINT_T0);
-      w[i] = _mm512_cvtepi8_epi16(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes[i] + k)));
+      w[i] =
+          _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes[i] + k)));
     }
 #pragma GCC unroll 16
     for (int n = 0; n < NT; ++n) {

@@ -3,16 +3,13 @@
 #include <algorithm>
 #include <cmath>
 
+#include "base/cpu_features.h"
 #include "base/float16.h"
 
 namespace bitnet {
 
-// One clone per ISA for the elementwise loops; with -ffp-contract=off (CMakeLists.txt) every
-// clone rounds exactly as the baseline one.
-#define BITNET_ELEMENTWISE __attribute__((target_clones("avx512f", "avx2", "default")))
-
-BITNET_ELEMENTWISE void rmsnorm(const float* x, const float* weight, float* out, int64_t n,
-                                float eps) {
+BITNET_CLONE_PER_ISA void rmsnorm(const float* x, const float* weight, float* out, int64_t n,
+                                  float eps) {
   double sum_sq = 0.0;
   for (int64_t i = 0; i < n; ++i) sum_sq += static_cast<double>(x[i]) * x[i];
   const float variance = static_cast<float>(sum_sq / static_cast<double>(n));
@@ -50,7 +47,7 @@ void rope_tables(float theta, int head_dim, int context, std::vector<float>& cos
   }
 }
 
-BITNET_ELEMENTWISE void relu2_mul(const float* gate, const float* up, float* out, int64_t n) {
+BITNET_CLONE_PER_ISA void relu2_mul(const float* gate, const float* up, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = std::max(gate[i], 0.0f);
     out[i] = g * g * up[i];

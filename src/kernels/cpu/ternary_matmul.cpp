@@ -22,9 +22,7 @@ void quantize_activations(const float* x, int64_t x_stride, int64_t n_tokens, in
   for (int64_t n = 0; n < n_tokens; ++n) quantize_activation_row(x + n * x_stride, n, out);
 }
 
-// One clone per ISA; -ffp-contract=off (CMakeLists.txt) keeps x * s + magic from becoming an fma.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void quantize_activation_row(
-    const float* x, int64_t row, QuantizedActs& out) {
+BITNET_CLONE_PER_ISA void quantize_activation_row(const float* x, int64_t row, QuantizedActs& out) {
   const int64_t cols = out.cols;
   float max_abs = 0.0f;
   for (int64_t k = 0; k < cols; ++k) max_abs = std::max(max_abs, std::fabs(x[k]));

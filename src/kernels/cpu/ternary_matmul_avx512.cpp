@@ -162,8 +162,8 @@ inline uint8_t* tile_buffer(int64_t bytes) {
 // weights of every plane (ternary_layout_*.h), so decoding it yields D::kPlanes vectors that are
 // already in tile order. Missing rows read as 0.
 template <class D>
-[[gnu::always_inline]] inline void decode_blocks(const TernaryMatrix& w, int64_t r0, int64_t n_rows, int64_t b0,
-                          int64_t b1, uint8_t* tile) {
+[[gnu::always_inline]] inline void decode_blocks(const TernaryMatrix& w, int64_t r0, int64_t n_rows,
+                                                 int64_t b0, int64_t b1, uint8_t* tile) {
   const int64_t row_bytes = w.row_bytes();
   const __m512i row_offsets =
       _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -192,8 +192,8 @@ template <class D>
 // [s0, s0 + steps).
 template <int T>
 [[gnu::always_inline]] inline void gemm_accumulate(const uint8_t* tile, int64_t s0, int64_t steps,
-                            const QuantizedActs& acts, int64_t n0,
-                            __m512i acc[kTileGroups][T]) {
+                                                   const QuantizedActs& acts, int64_t n0,
+                                                   __m512i acc[kTileGroups][T]) {
   const int8_t* q = acts.q.data() + n0 * acts.stride + 4 * s0;
   for (int64_t s = 0; s < steps; ++s) {
     const __m512i w0 = _mm512_load_si512(tile + s * 128);
@@ -212,8 +212,8 @@ template <int T>
 // y[n0 + t][r0 .. r0 + n_rows) from the accumulators.
 template <int T>
 [[gnu::always_inline]] inline void gemm_store(__m512i acc[kTileGroups][T], const TernaryMatrix& w,
-                       const QuantizedActs& acts, int64_t n0, int64_t r0, int64_t n_rows, float* y,
-                       int64_t y_stride) {
+                                              const QuantizedActs& acts, int64_t n0, int64_t r0,
+                                              int64_t n_rows, float* y, int64_t y_stride) {
 #pragma GCC unroll 16
   for (int g = 0; g < kTileGroups; ++g) {
     const int64_t rows_here = std::clamp<int64_t>(n_rows - 16 * g, 0, 16);
@@ -271,36 +271,21 @@ void gemm_streamed(const TernaryMatrix& w, const QuantizedActs& acts, float* y, 
   }
 }
 
-template <class D, int T = 1>
-void gemm_streamed_tokens(int64_t n_tokens, const TernaryMatrix& w, const QuantizedActs& acts,
-                          float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
+// Calls fn.template operator()<T>() with T = t_count, 1 <= t_count <= kMaxTileTokens.
+template <int T = 1, class Fn>
+void with_token_count(int64_t t_count, Fn&& fn) {
   if constexpr (T < kMaxTileTokens) {
-    if (n_tokens > T) {
-      gemm_streamed_tokens<D, T + 1>(n_tokens, w, acts, y, y_stride, row_begin, row_end);
-      return;
-    }
+    if (t_count > T) return with_token_count<T + 1>(t_count, fn);
   }
-  gemm_streamed<D, T>(w, acts, y, y_stride, row_begin, row_end);
-}
-
-template <int T = 1>
-void gemm_tokens(int64_t t_count, const uint8_t* tile, int64_t steps, const TernaryMatrix& w,
-                 const QuantizedActs& acts, int64_t n0, int64_t r0, int64_t n_rows, float* y,
-                 int64_t y_stride) {
-  if constexpr (T < kMaxTileTokens) {
-    if (t_count > T) {
-      gemm_tokens<T + 1>(t_count, tile, steps, w, acts, n0, r0, n_rows, y, y_stride);
-      return;
-    }
-  }
-  gemm_micro_kernel<T>(tile, steps, w, acts, n0, r0, n_rows, y, y_stride);
+  fn.template operator()<T>();
 }
 
 template <class D>
 void gemm(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens, float* y,
           int64_t y_stride, int64_t row_begin, int64_t row_end) {
   if (n_tokens <= kMaxTileTokens) {
-    gemm_streamed_tokens<D>(n_tokens, w, acts, y, y_stride, row_begin, row_end);
+    with_token_count(
+        n_tokens, [&]<int T>() { gemm_streamed<D, T>(w, acts, y, y_stride, row_begin, row_end); });
     return;
   }
   const int64_t blocks = w.row_bytes() / 64;
@@ -311,7 +296,9 @@ void gemm(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens, f
     decode_blocks<D>(w, r0, n_rows, 0, blocks, tile);
     for (int64_t n0 = 0; n0 < n_tokens; n0 += kMaxTileTokens) {
       const int64_t t_count = std::min<int64_t>(kMaxTileTokens, n_tokens - n0);
-      gemm_tokens(t_count, tile, steps, w, acts, n0, r0, n_rows, y, y_stride);
+      with_token_count(t_count, [&]<int T>() {
+        gemm_micro_kernel<T>(tile, steps, w, acts, n0, r0, n_rows, y, y_stride);
+      });
     }
   }
 }
