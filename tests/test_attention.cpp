@@ -44,11 +44,23 @@ KvCache random_cache(KvCacheType type, int head_dim, int n, std::mt19937& rng) {
   return kv;
 }
 
-// fp64 attention over the cache's stored (dequantized) keys and values.
-std::vector<double> reference(const KvCache& kv, int head_dim, int n, const float* q) {
+// fp64 attention over the cache's stored (dequantized) keys and values. q8 kernels round the query
+// and the weights to int16 (attention.h): the query is rounded here the same way, and slack[d]
+// receives what rounding the weights may add, half a weight step times sum_p |v[p][d]| in int8
+// steps, over sum e.
+std::vector<double> reference(const KvCache& kv, int head_dim, int n, const float* q_in,
+                              std::vector<double>& slack) {
+  std::vector<float> q(q_in, q_in + head_dim);
+  if (kv.type() == KvCacheType::q8) {
+    std::vector<int32_t> pairs(head_dim / 2);
+    const float scale = quantize_query_q8(q_in, head_dim, pairs.data());
+    for (int i = 0; i < head_dim; ++i)
+      q[i] = static_cast<int16_t>(pairs[i / 2] >> (16 * (i % 2))) * scale;
+  }
+  const KvHeadView view = kv.head(0, 0, 0);
   std::vector<float> k(head_dim), v(head_dim);
-  std::vector<double> s(n), out(head_dim, 0.0);
-  double max_s = -INFINITY, sum = 0;
+  std::vector<double> s(n), out(head_dim, 0.0), steps(head_dim, 0.0);
+  double max_s = -INFINITY, sum = 0, max_w = 0;
   for (int p = 0; p < n; ++p) {
     kv.read(0, 0, 0, p, k.data(), v.data());
     double dot = 0;
@@ -61,8 +73,16 @@ std::vector<double> reference(const KvCache& kv, int head_dim, int n, const floa
     const double e = std::exp(s[p] - max_s);
     sum += e;
     for (int d = 0; d < head_dim; ++d) out[d] += e * v[d];
+    if (kv.type() == KvCacheType::q8 && view.value_scales[p] > 0) {
+      max_w = std::max(max_w, e * view.value_scales[p]);
+      for (int d = 0; d < head_dim; ++d) steps[d] += std::fabs(v[d]) / view.value_scales[p];
+    }
   }
-  for (double& o : out) o /= sum;
+  slack.assign(head_dim, 0.0);
+  for (int d = 0; d < head_dim; ++d) {
+    out[d] /= sum;
+    slack[d] = 0.5 * max_w / kQ8Max * steps[d] / sum;
+  }
   return out;
 }
 
@@ -70,7 +90,7 @@ TEST(AttentionKernels, SimdKernelsMatchTheScalarKernelBitForBit) {
   std::mt19937 rng(11);
   const CpuFeatures& host = CpuFeatures::host();
   for (KvCacheType type : kTypes) {
-    for (int head_dim : {128, 64}) {
+    for (int head_dim : {128, 64, 48}) {  // 48: a 16-dimension value pass after a 32
       for (int n : {1, 2, 17, 1000, 4096}) {
         const KvCache kv = random_cache(type, head_dim, n, rng);
         for (int n_q : {1, 4, 5}) {
@@ -79,9 +99,7 @@ TEST(AttentionKernels, SimdKernelsMatchTheScalarKernelBitForBit) {
           std::vector<float> want(q.size()), got(q.size());
           attention_scalar(kv.head(0, 0, 0), n, q.data(), n_q, want.data(), scratch.data());
           for (CpuIsa isa : {CpuIsa::avx2, CpuIsa::avx512_vnni}) {
-            if ((isa == CpuIsa::avx2 && !host.avx2) ||
-                (isa == CpuIsa::avx512_vnni && !host.avx512_vnni))
-              continue;
+            if (!host.supports(isa)) continue;
             attention_kernel(isa, head_dim)(kv.head(0, 0, 0), n, q.data(), n_q, got.data(),
                                             scratch.data());
             for (size_t i = 0; i < got.size(); ++i) {
@@ -105,11 +123,47 @@ TEST(AttentionKernels, ScalarKernelMatchesAnFp64Reference) {
         std::vector<float> scratch(attention_scratch_floats(1, n)), out(head_dim);
         attention_kernel(CpuFeatures::host().best_isa(), head_dim)(kv.head(0, 0, 0), n, q.data(), 1,
                                                                    out.data(), scratch.data());
-        const auto want = reference(kv, head_dim, n, q.data());
+        std::vector<double> slack;
+        const auto want = reference(kv, head_dim, n, q.data(), slack);
         for (int d = 0; d < head_dim; ++d) {
-          EXPECT_NEAR(out[d], want[d], 1e-5 * (1.0 + std::fabs(want[d])))
+          EXPECT_NEAR(out[d], want[d], 1e-5 * (1.0 + std::fabs(want[d])) + slack[d])
               << kv_cache_type_name(type) << " hd " << head_dim << " n " << n << " d " << d;
         }
+      }
+    }
+  }
+}
+
+TEST(AttentionKernels, Q8HandlesZeroQueriesZeroValuesAndExtremes) {
+  std::mt19937 rng(14);
+  const int head_dim = 128, n = 600;  // past one int32 value chunk
+  KvCache kv(one_layer(1, head_dim), 1, n, KvCacheType::q8);
+  const std::vector<float> zeros(head_dim, 0.0f);
+  for (int p = 0; p < n; ++p) {
+    auto k = random_floats(head_dim, rng, 1.0f);
+    auto v = random_floats(head_dim, rng, 1.0f);
+    if (p % 3 == 0) v = zeros;
+    if (p % 5 == 0)
+      for (float& x : k) x = x > 0 ? 3e4f : -3e4f;  // every key element at +-127 steps
+    kv.write(0, 0, p, k.data(), p < 7 ? zeros.data() : v.data());
+  }
+  std::vector<float> big(head_dim);
+  for (int i = 0; i < head_dim; ++i) big[i] = i % 2 ? 1e3f : -1e3f;
+  for (const auto& q : {zeros, big, random_floats(head_dim, rng, 1.0f)}) {
+    for (int n_pos : {1, 7, n}) {  // values all zero, then mixed
+      std::vector<float> scratch(attention_scratch_floats(1, n_pos)), want(head_dim), got(head_dim);
+      attention_scalar(kv.head(0, 0, 0), n_pos, q.data(), 1, want.data(), scratch.data());
+      std::vector<double> slack;
+      const auto exact = reference(kv, head_dim, n_pos, q.data(), slack);
+      for (int d = 0; d < head_dim; ++d) {
+        ASSERT_TRUE(std::isfinite(want[d]));
+        ASSERT_NEAR(want[d], exact[d], 1e-5 * (1.0 + std::fabs(exact[d])) + slack[d]) << n_pos;
+      }
+      for (CpuIsa isa : {CpuIsa::avx2, CpuIsa::avx512_vnni}) {
+        if (!CpuFeatures::host().supports(isa)) continue;
+        attention_kernel(isa, head_dim)(kv.head(0, 0, 0), n_pos, q.data(), 1, got.data(),
+                                        scratch.data());
+        EXPECT_EQ(got, want) << isa_name(isa) << " n " << n_pos;
       }
     }
   }

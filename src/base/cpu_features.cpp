@@ -24,6 +24,18 @@ CpuIsa CpuFeatures::best_isa() const {
   return CpuIsa::scalar;
 }
 
+bool CpuFeatures::supports(CpuIsa isa) const {
+  switch (isa) {
+    case CpuIsa::avx512_vnni:
+      return avx512_vnni;
+    case CpuIsa::avx2:
+      return avx2;
+    case CpuIsa::scalar:
+      break;
+  }
+  return true;
+}
+
 const char* isa_name(CpuIsa isa) {
   switch (isa) {
     case CpuIsa::scalar:

@@ -14,6 +14,7 @@ struct CpuFeatures {
 
   static const CpuFeatures& host();
   CpuIsa best_isa() const;
+  bool supports(CpuIsa isa) const;
 };
 
 // For plain C++ loops (no intrinsics): GCC compiles one clone per ISA and picks one at load

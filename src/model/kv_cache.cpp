@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "base/float16.h"
 #include "bitnet/error.h"
@@ -24,6 +23,10 @@ KvCache::KvCache(const ModelConfig& config, int n_slots, int context_length, KvC
   if (n_slots < 1) throw Error("KV cache needs at least one sequence slot");
   if (context_length < 1)
     throw Error("context length must be positive, got " + std::to_string(context_length));
+  if (type == KvCacheType::q8 && (head_dim_ % 2 != 0 || head_dim_ > kQ8MaxHeadDim))
+    throw Error("the q8 KV cache needs an even head_dim of at most " +
+                std::to_string(kQ8MaxHeadDim) + ", and this model's is " +
+                std::to_string(head_dim_) + ": use --kv-cache f16");
   const size_t heads = static_cast<size_t>(n_slots) * n_layers_ * n_kv_heads_;
   const size_t elements = heads * padded_positions_ * head_dim_;
   keys_ = ZeroedBuffer(elements * element_bytes_);
@@ -45,46 +48,47 @@ size_t KvCache::bytes() const {
 }
 
 void KvCache::write(int slot, int layer, int pos, const float* k, const float* v) {
-  const int64_t hd = head_dim_;
+  const int hd = head_dim_;
   for (int h = 0; h < n_kv_heads_; ++h) {
     const size_t head = head_index(slot, layer, h);
     const int64_t base = static_cast<int64_t>(head) * padded_positions_ * hd;
-    const int64_t key_at = base + (pos / kKeyBlock) * hd * kKeyBlock + pos % kKeyBlock;
-    const int64_t value_at = base + static_cast<int64_t>(pos) * hd;
     const float* kh = k + h * hd;
     const float* vh = v + h * hd;
+    auto key_at = [&](int i) { return base + key_index(type_, hd, pos, i); };
+    auto value_at = [&](int i) { return base + value_index(type_, hd, pos, i); };
     switch (type_) {
       case KvCacheType::f32: {
         float* keys = reinterpret_cast<float*>(keys_.data());
-        for (int64_t i = 0; i < hd; ++i) keys[key_at + i * kKeyBlock] = kh[i];
-        std::memcpy(reinterpret_cast<float*>(values_.data()) + value_at, vh, hd * sizeof(float));
+        float* values = reinterpret_cast<float*>(values_.data());
+        for (int i = 0; i < hd; ++i) {
+          keys[key_at(i)] = kh[i];
+          values[value_at(i)] = vh[i];
+        }
         break;
       }
       case KvCacheType::f16: {
         uint16_t* keys = reinterpret_cast<uint16_t*>(keys_.data());
-        uint16_t* values = reinterpret_cast<uint16_t*>(values_.data()) + value_at;
-        for (int64_t i = 0; i < hd; ++i) {
-          keys[key_at + i * kKeyBlock] = f32_to_f16(kh[i]);
-          values[i] = f32_to_f16(vh[i]);
+        uint16_t* values = reinterpret_cast<uint16_t*>(values_.data());
+        for (int i = 0; i < hd; ++i) {
+          keys[key_at(i)] = f32_to_f16(kh[i]);
+          values[value_at(i)] = f32_to_f16(vh[i]);
         }
         break;
       }
       case KvCacheType::q8: {
         // Symmetric absmax / 127 per (position, head); an all-zero vector gets scale 0.
-        auto quantize = [&](const float* x, int8_t* out, int64_t step, float& scale) {
+        auto quantize = [&](const float* x, int8_t* out, auto index_of, float& scale) {
           float max_abs = 0.0f;
-          for (int64_t i = 0; i < hd; ++i) max_abs = std::max(max_abs, std::fabs(x[i]));
+          for (int i = 0; i < hd; ++i) max_abs = std::max(max_abs, std::fabs(x[i]));
           const float inv = max_abs > 0.0f ? 127.0f / max_abs : 0.0f;
-          for (int64_t i = 0; i < hd; ++i)
-            out[i * step] =
+          for (int i = 0; i < hd; ++i)
+            out[index_of(i)] =
                 static_cast<int8_t>(std::clamp(std::nearbyint(x[i] * inv), -127.0f, 127.0f));
           scale = max_abs / 127.0f;
         };
         const size_t scale_at = head * padded_positions_ + pos;
-        quantize(kh, reinterpret_cast<int8_t*>(keys_.data()) + key_at, kKeyBlock,
-                 key_scales_[scale_at]);
-        quantize(vh, reinterpret_cast<int8_t*>(values_.data()) + value_at, 1,
-                 value_scales_[scale_at]);
+        quantize(kh, reinterpret_cast<int8_t*>(keys_.data()), key_at, key_scales_[scale_at]);
+        quantize(vh, reinterpret_cast<int8_t*>(values_.data()), value_at, value_scales_[scale_at]);
         break;
       }
     }
@@ -108,22 +112,21 @@ KvHeadView KvCache::head(int slot, int layer, int kv_head) const {
 
 void KvCache::read(int slot, int layer, int kv_head, int pos, float* k, float* v) const {
   const KvHeadView view = head(slot, layer, kv_head);
-  const int64_t hd = head_dim_;
-  const int64_t key_at = (pos / kKeyBlock) * hd * kKeyBlock + pos % kKeyBlock;
-  const int64_t value_at = static_cast<int64_t>(pos) * hd;
-  for (int64_t i = 0; i < hd; ++i) {
+  for (int i = 0; i < head_dim_; ++i) {
+    const int64_t key_at = key_index(type_, head_dim_, pos, i);
+    const int64_t value_at = value_index(type_, head_dim_, pos, i);
     switch (type_) {
       case KvCacheType::f32:
-        k[i] = static_cast<const float*>(view.keys)[key_at + i * kKeyBlock];
-        v[i] = static_cast<const float*>(view.values)[value_at + i];
+        k[i] = static_cast<const float*>(view.keys)[key_at];
+        v[i] = static_cast<const float*>(view.values)[value_at];
         break;
       case KvCacheType::f16:
-        k[i] = f16_to_f32(static_cast<const uint16_t*>(view.keys)[key_at + i * kKeyBlock]);
-        v[i] = f16_to_f32(static_cast<const uint16_t*>(view.values)[value_at + i]);
+        k[i] = f16_to_f32(static_cast<const uint16_t*>(view.keys)[key_at]);
+        v[i] = f16_to_f32(static_cast<const uint16_t*>(view.values)[value_at]);
         break;
       case KvCacheType::q8:
-        k[i] = static_cast<const int8_t*>(view.keys)[key_at + i * kKeyBlock] * view.key_scales[pos];
-        v[i] = static_cast<const int8_t*>(view.values)[value_at + i] * view.value_scales[pos];
+        k[i] = static_cast<const int8_t*>(view.keys)[key_at] * view.key_scales[pos];
+        v[i] = static_cast<const int8_t*>(view.values)[value_at] * view.value_scales[pos];
         break;
     }
   }

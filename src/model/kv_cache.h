@@ -4,7 +4,8 @@
 // of keys and one of values, laid out for the attention kernels (kernels/cpu/attention.h):
 //   keys   [pos / 16][head_dim][pos % 16]  (16 positions side by side: SIMD lanes = positions)
 //   values [pos][head_dim]
-// as fp32, fp16, or int8 (q8) with one fp32 scale per (position, kv head) for keys and values.
+// as fp32, fp16, or int8 (q8) with one fp32 scale per (position, kv head) for keys and values;
+// q8 pairs its elements for integer dot products (key_index / value_index in attention.h).
 // The position count is rounded up to whole key blocks.
 
 #include <cstdint>

@@ -6,6 +6,18 @@
 // and q . k needs no horizontal sums; values stay [pos][head_dim] so a lane is a dimension. Every
 // dot product and sum runs in the order of canonical_math.h (each lane sequentially with fma), so
 // the scalar, AVX2 and AVX-512 kernels agree bit for bit.
+//
+// q8 caches run on integers instead, so that reading one byte per element costs one multiply-add
+// rather than a widening, a conversion and an fma per query head. Their elements come in pairs
+// that one 32-bit lane holds once widened to int16, the operand of vpdpwssd / vpmaddwd:
+//   keys   [block][head_dim / 2][16][2]  (two dimensions of one position)
+//   values [pos / 2][head_dim][2]        (one dimension of two positions)
+// The kernels round each query head to int16 (absmax / kQ8Max, quantize_query_q8) and the softmax
+// weights times the value scales to int16 (absmax / kQ8Max), so both sums are exact in int32:
+//   s[p]   = (float(sum_i q16[i] k[p][i]) * key_scale[p]) * (q_scale * inv_sqrt(head_dim))
+//   w[p]   = e[p] * value_scale[p],  w16[p] = round(w[p] * (kQ8Max / max w))
+//   out[d] = (sum over chunks of kQ8ValueChunk positions, in order, of
+//             float(sum_p w16[p] v[p][d])) * ((max w / kQ8Max) * (1 / sum e))
 
 #include <cstdint>
 
@@ -26,6 +38,29 @@ struct KvHeadView {
   const float* key_scales = nullptr;    // q8: [blocks * kKeyBlock]
   const float* value_scales = nullptr;  // q8: [pos]
 };
+
+constexpr int kQ8Max = 32767;
+// Positions per int32 value sum: kQ8ValueChunk * kQ8Max * 127 < 2^31.
+constexpr int kQ8ValueChunk = 512;
+// head_dim * kQ8Max * 127 < 2^31 bounds each key dot product.
+constexpr int kQ8MaxHeadDim = 512;
+static_assert(int64_t{kQ8ValueChunk} * kQ8Max * 127 < (int64_t{1} << 31));
+static_assert(int64_t{kQ8MaxHeadDim} * kQ8Max * 127 < (int64_t{1} << 31));
+
+// Element index of (position, dimension) in one head's keys / values.
+inline int64_t key_index(KvCacheType type, int head_dim, int64_t pos, int i) {
+  const int64_t block = pos / kKeyBlock * head_dim * kKeyBlock;
+  if (type == KvCacheType::q8) return block + (i / 2) * 2 * kKeyBlock + pos % kKeyBlock * 2 + i % 2;
+  return block + static_cast<int64_t>(i) * kKeyBlock + pos % kKeyBlock;
+}
+inline int64_t value_index(KvCacheType type, int head_dim, int64_t pos, int d) {
+  if (type == KvCacheType::q8) return pos / 2 * head_dim * 2 + 2 * d + pos % 2;
+  return pos * head_dim + d;
+}
+
+// The q8 kernels' int16 query: pairs[i] holds dimensions 2i (low half) and 2i + 1 (high half);
+// returns the scale (absmax / kQ8Max, 0 for a zero query). head_dim even, <= kQ8MaxHeadDim.
+float quantize_query_q8(const float* q, int head_dim, int32_t* pairs);
 
 // Floats of scratch the kernels need for n_q heads over n_pos positions.
 inline int64_t attention_scratch_floats(int n_q, int n_pos) {

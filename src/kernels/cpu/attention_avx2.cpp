@@ -1,5 +1,6 @@
 // AVX2 attention (see attention.h): a key block is a pair of ymm (positions 0-7, 8-15); scores
-// for one block x up to four query heads, then values for up to four heads x 16 dimensions.
+// for one block x up to four query heads, then values for up to four heads x 16 dimensions. q8
+// caches run the same loops with vpmaddwd on int16 pairs.
 #include <algorithm>
 #include <cmath>
 
@@ -15,8 +16,7 @@ constexpr int64_t kPrefetchBytes = 8192;
 
 template <KvCacheType T>
 void prefetch_ahead(const void* base, int64_t i) {
-  constexpr int64_t element_bytes =
-      T == KvCacheType::f32 ? 4 : T == KvCacheType::f16 ? 2 : 1;
+  constexpr int64_t element_bytes = T == KvCacheType::f32 ? 4 : T == KvCacheType::f16 ? 2 : 1;
   _mm_prefetch(static_cast<const char*>(base) + i * element_bytes + kPrefetchBytes, _MM_HINT_T0);
 }
 
@@ -25,13 +25,22 @@ template <KvCacheType T>
 __m256 load8(const void* base, int64_t i) {
   if constexpr (T == KvCacheType::f32) {
     return _mm256_loadu_ps(static_cast<const float*>(base) + i);
-  } else if constexpr (T == KvCacheType::f16) {
+  } else {
+    static_assert(T == KvCacheType::f16);
     return _mm256_cvtph_ps(
         _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + i)));
-  } else {
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
-        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(base) + i))));
   }
+}
+
+// 8 int8 pairs at p, widened to 8 int16 pairs (one per 32-bit lane).
+__m256i load_pairs(const int8_t* p) {
+  return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// Exact int32 lanes += the products of int16 pairs (|a|, |b| < 2^15 with no -2^15 pair: no
+// saturation).
+__m256i dot_pairs(__m256i acc, __m256i a, __m256i b) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
 }
 
 template <KvCacheType T, int H>
@@ -55,13 +64,43 @@ void score_block(const KvHeadView& kv, int64_t b, const float* q, float* s, int6
     }
   }
 #pragma GCC unroll 16
-  for (int j = 0; j < 2; ++j) {
-    __m256 c = _mm256_set1_ps(inv_sqrt);
-    if constexpr (T == KvCacheType::q8)
-      c = _mm256_mul_ps(_mm256_loadu_ps(kv.key_scales + b * kKeyBlock + 8 * j), c);
+  for (int j = 0; j < 2; ++j)
 #pragma GCC unroll 16
     for (int h = 0; h < H; ++h)
-      _mm256_storeu_ps(s + h * stride + b * kKeyBlock + 8 * j, _mm256_mul_ps(acc[j][h], c));
+      _mm256_storeu_ps(s + h * stride + b * kKeyBlock + 8 * j,
+                       _mm256_mul_ps(acc[j][h], _mm256_set1_ps(inv_sqrt)));
+}
+
+// q8 scores of H heads (query pairs[h], scale factors c[h]) for key block b.
+template <int H>
+void score_block_q8(const KvHeadView& kv, int64_t b, const int32_t (*pairs)[kQ8MaxHeadDim / 2],
+                    const float* c, float* s, int64_t stride) {
+  const int hd = kv.head_dim;
+  const auto* keys = static_cast<const int8_t*>(kv.keys);
+  __m256i acc[2][H];
+#pragma GCC unroll 16
+  for (int j = 0; j < 2; ++j)
+#pragma GCC unroll 16
+    for (int h = 0; h < H; ++h) acc[j][h] = _mm256_setzero_si256();
+  for (int i = 0; i < hd / 2; ++i) {
+    const int8_t* at = keys + b * hd * kKeyBlock + i * 2 * kKeyBlock;
+    if (i % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(at) + kPrefetchBytes, _MM_HINT_T0);
+    const __m256i k[2] = {load_pairs(at), load_pairs(at + 16)};
+#pragma GCC unroll 16
+    for (int h = 0; h < H; ++h) {
+      const __m256i qi = _mm256_set1_epi32(pairs[h][i]);
+#pragma GCC unroll 16
+      for (int j = 0; j < 2; ++j) acc[j][h] = dot_pairs(acc[j][h], k[j], qi);
+    }
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < 2; ++j) {
+    const __m256 scale = _mm256_loadu_ps(kv.key_scales + b * kKeyBlock + 8 * j);
+#pragma GCC unroll 16
+    for (int h = 0; h < H; ++h)
+      _mm256_storeu_ps(
+          s + h * stride + b * kKeyBlock + 8 * j,
+          _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[j][h]), scale), _mm256_set1_ps(c[h])));
   }
 }
 
@@ -78,9 +117,7 @@ void value_chunk(const KvHeadView& kv, int n_pos, const float* e, int64_t stride
     const __m256 v[2] = {load8<T>(kv.values, at), load8<T>(kv.values, at + 8)};
 #pragma GCC unroll 16
     for (int h = 0; h < H; ++h) {
-      float weight = e[h * stride + p];
-      if constexpr (T == KvCacheType::q8) weight *= kv.value_scales[p];
-      const __m256 w = _mm256_set1_ps(weight);
+      const __m256 w = _mm256_set1_ps(e[h * stride + p]);
 #pragma GCC unroll 16
       for (int j = 0; j < 2; ++j) acc[h][j] = _mm256_fmadd_ps(w, v[j], acc[h][j]);
     }
@@ -91,6 +128,71 @@ void value_chunk(const KvHeadView& kv, int n_pos, const float* e, int64_t stride
     for (int j = 0; j < 2; ++j)
       _mm256_storeu_ps(out + h * hd + d0 + 8 * j,
                        _mm256_mul_ps(acc[h][j], _mm256_set1_ps(inv_sum[h])));
+}
+
+// q8 out of H heads for dimensions [d0, d0 + 16) from the int16 weights packed at the start of
+// each head's scores (quantize_weights), int32 sums flushed to fp32 every kQ8ValueChunk positions.
+template <int H>
+void value_chunk_q8(const KvHeadView& kv, int n_pos, const float* s, int64_t stride, int d0,
+                    const float* out_scale, float* out) {
+  const int hd = kv.head_dim;
+  const auto* values = static_cast<const int8_t*>(kv.values);
+  const int64_t n_pairs = (n_pos + 1) / 2;
+  for (int64_t first = 0; first < n_pairs; first += kQ8ValueChunk / 2) {
+    __m256i acc[H][2];
+#pragma GCC unroll 16
+    for (int h = 0; h < H; ++h) acc[h][0] = acc[h][1] = _mm256_setzero_si256();
+    for (int64_t pair = first; pair < std::min(n_pairs, first + kQ8ValueChunk / 2); ++pair) {
+      const int8_t* row = values + pair * 2 * hd + 2 * d0;
+      _mm_prefetch(reinterpret_cast<const char*>(row) + kPrefetchBytes, _MM_HINT_T0);
+      const __m256i v[2] = {load_pairs(row), load_pairs(row + 16)};
+#pragma GCC unroll 16
+      for (int h = 0; h < H; ++h) {
+        const __m256i w =
+            _mm256_set1_epi32(_mm_cvtsi128_si32(_mm_loadu_si32(s + h * stride + pair)));
+#pragma GCC unroll 16
+        for (int j = 0; j < 2; ++j) acc[h][j] = dot_pairs(acc[h][j], v[j], w);
+      }
+    }
+#pragma GCC unroll 16
+    for (int h = 0; h < H; ++h)
+#pragma GCC unroll 16
+      for (int j = 0; j < 2; ++j) {
+        float* o = out + h * hd + d0 + 8 * j;
+        const __m256 sum = _mm256_cvtepi32_ps(acc[h][j]);
+        _mm256_storeu_ps(o, first == 0 ? sum : _mm256_add_ps(_mm256_loadu_ps(o), sum));
+      }
+  }
+#pragma GCC unroll 16
+  for (int h = 0; h < H; ++h)
+#pragma GCC unroll 16
+    for (int j = 0; j < 2; ++j) {
+      float* o = out + h * hd + d0 + 8 * j;
+      _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_loadu_ps(o), _mm256_set1_ps(out_scale[h])));
+    }
+}
+
+// Rounds the weights e[p] * value_scale[p] of positions [0, padded n) to int16 and packs them
+// over the first half of e (pair p / 2 in float slot p / 2); returns their scale.
+float quantize_weights(float* e, const float* value_scales, int64_t padded) {
+  __m256 m = _mm256_setzero_ps();
+  for (int64_t p = 0; p < padded; p += 8) {
+    const __m256 w = _mm256_mul_ps(_mm256_loadu_ps(e + p), _mm256_loadu_ps(value_scales + p));
+    _mm256_storeu_ps(e + p, w);
+    m = _mm256_max_ps(m, w);
+  }
+  const __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  const __m128 m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  const float max_w = _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
+  const __m256 inv = _mm256_set1_ps(max_w > 0.0f ? kQ8Max / max_w : 0.0f);
+  // Packing in place: block p / 8 reads floats [p, p + 8) and writes before p / 2 + 4 <= p + 8.
+  for (int64_t p = 0; p < padded; p += 8) {
+    const __m256i w32 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(e + p), inv));
+    _mm_storeu_si128(
+        reinterpret_cast<__m128i*>(e + p / 2),
+        _mm_packs_epi32(_mm256_castsi256_si128(w32), _mm256_extracti128_si256(w32, 1)));
+  }
+  return max_w / kQ8Max;
 }
 
 // Replaces scores s[0, n) by exp(s - max) (zero up to the block end) and returns 1 / their sum.
@@ -119,16 +221,39 @@ float softmax_weights(float* s, int n_pos) {
   return 1.0f / avx2::reduce_lanes(sum[0], sum[1]);
 }
 
-template <KvCacheType T, int H>
-void heads(const KvHeadView& kv, int n_pos, const float* q, float* out, float* s) {
+template <int H>
+void heads_q8(const KvHeadView& kv, int n_pos, const float* q, float* out, float* s) {
   const int hd = kv.head_dim;
   const int64_t stride = attention_scratch_floats(1, n_pos), blocks = stride / kKeyBlock;
   const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
-  for (int64_t b = 0; b < blocks; ++b) score_block<T, H>(kv, b, q, s, stride, inv_sqrt);
-  float inv_sum[H];
+  int32_t pairs[H][kQ8MaxHeadDim / 2];
+  float c[H];
 #pragma GCC unroll 16
-  for (int h = 0; h < H; ++h) inv_sum[h] = softmax_weights(s + h * stride, n_pos);
-  for (int d0 = 0; d0 < hd; d0 += 16) value_chunk<T, H>(kv, n_pos, s, stride, d0, inv_sum, out);
+  for (int h = 0; h < H; ++h) c[h] = quantize_query_q8(q + h * hd, hd, pairs[h]) * inv_sqrt;
+  for (int64_t b = 0; b < blocks; ++b) score_block_q8<H>(kv, b, pairs, c, s, stride);
+  float out_scale[H];
+#pragma GCC unroll 16
+  for (int h = 0; h < H; ++h) {
+    const float inv_sum = softmax_weights(s + h * stride, n_pos);
+    out_scale[h] = quantize_weights(s + h * stride, kv.value_scales, stride) * inv_sum;
+  }
+  for (int d0 = 0; d0 < hd; d0 += 16) value_chunk_q8<H>(kv, n_pos, s, stride, d0, out_scale, out);
+}
+
+template <KvCacheType T, int H>
+void heads(const KvHeadView& kv, int n_pos, const float* q, float* out, float* s) {
+  if constexpr (T == KvCacheType::q8) {
+    heads_q8<H>(kv, n_pos, q, out, s);
+  } else {
+    const int hd = kv.head_dim;
+    const int64_t stride = attention_scratch_floats(1, n_pos), blocks = stride / kKeyBlock;
+    const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
+    for (int64_t b = 0; b < blocks; ++b) score_block<T, H>(kv, b, q, s, stride, inv_sqrt);
+    float inv_sum[H];
+#pragma GCC unroll 16
+    for (int h = 0; h < H; ++h) inv_sum[h] = softmax_weights(s + h * stride, n_pos);
+    for (int d0 = 0; d0 < hd; d0 += 16) value_chunk<T, H>(kv, n_pos, s, stride, d0, inv_sum, out);
+  }
 }
 
 template <KvCacheType T>

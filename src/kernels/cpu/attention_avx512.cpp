@@ -1,6 +1,7 @@
 // AVX-512 attention (see attention.h): scores for two key blocks x up to four query heads at a
 // time (eight independent fma chains, each key load shared by the heads), then values for up to
-// four heads x 64 dimensions, so each K and V byte is read once per group of query heads.
+// four heads x 64 dimensions, so each K and V byte is read once per group of query heads. q8
+// caches run the same loops with vpdpwssd on int16 pairs.
 #include <algorithm>
 #include <cmath>
 
@@ -16,12 +17,13 @@ constexpr int kMaxHeads = 4;
 constexpr int64_t kPrefetchBytes = 8192;
 
 template <KvCacheType T>
-constexpr int64_t kElementBytes = T == KvCacheType::f32 ? 4 : T == KvCacheType::f16 ? 2 : 1;
+constexpr int64_t kElementBytes = T == KvCacheType::f32   ? 4
+                                  : T == KvCacheType::f16 ? 2
+                                                          : 1;
 
 template <KvCacheType T>
 void prefetch_ahead(const void* base, int64_t i) {
-  _mm_prefetch(static_cast<const char*>(base) + i * kElementBytes<T> + kPrefetchBytes,
-               _MM_HINT_T0);
+  _mm_prefetch(static_cast<const char*>(base) + i * kElementBytes<T> + kPrefetchBytes, _MM_HINT_T0);
 }
 
 // 16 consecutive elements starting at element index i, widened to fp32 (exactly).
@@ -29,13 +31,16 @@ template <KvCacheType T>
 __m512 load16(const void* base, int64_t i) {
   if constexpr (T == KvCacheType::f32) {
     return _mm512_loadu_ps(static_cast<const float*>(base) + i);
-  } else if constexpr (T == KvCacheType::f16) {
+  } else {
+    static_assert(T == KvCacheType::f16);
     return _mm512_cvtph_ps(_mm256_loadu_si256(
         reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(base) + i)));
-  } else {
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(base) + i))));
   }
+}
+
+// 16 int8 pairs at p, widened to 16 int16 pairs (one per 32-bit lane).
+__m512i load_pairs(const int8_t* p) {
+  return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
 // Scores of H heads for key blocks [b, b + NB), written to s[h * stride + position].
@@ -59,17 +64,47 @@ void score_blocks(const KvHeadView& kv, int64_t b, const float* q, float* s, int
     }
   }
 #pragma GCC unroll 16
-  for (int j = 0; j < NB; ++j) {
-    __m512 c = _mm512_set1_ps(inv_sqrt);
-    if constexpr (T == KvCacheType::q8)
-      c = _mm512_mul_ps(_mm512_loadu_ps(kv.key_scales + (b + j) * kKeyBlock), c);
+  for (int j = 0; j < NB; ++j)
 #pragma GCC unroll 16
     for (int h = 0; h < H; ++h)
-      _mm512_storeu_ps(s + h * stride + (b + j) * kKeyBlock, _mm512_mul_ps(acc[j][h], c));
+      _mm512_storeu_ps(s + h * stride + (b + j) * kKeyBlock,
+                       _mm512_mul_ps(acc[j][h], _mm512_set1_ps(inv_sqrt)));
+}
+
+// q8 scores of H heads (query pairs[h], scale factors c[h]) for key blocks [b, b + NB).
+template <int H, int NB>
+void score_blocks_q8(const KvHeadView& kv, int64_t b, const int32_t (*pairs)[kQ8MaxHeadDim / 2],
+                     const float* c, float* s, int64_t stride) {
+  const int hd = kv.head_dim;
+  const auto* keys = static_cast<const int8_t*>(kv.keys);
+  __m512i acc[NB][H];
+#pragma GCC unroll 16
+  for (int j = 0; j < NB; ++j)
+#pragma GCC unroll 16
+    for (int h = 0; h < H; ++h) acc[j][h] = _mm512_setzero_si512();
+  for (int i = 0; i < hd / 2; ++i) {
+#pragma GCC unroll 16
+    for (int j = 0; j < NB; ++j) {
+      const int8_t* at = keys + (b + j) * hd * kKeyBlock + i * 2 * kKeyBlock;
+      if (i % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(at) + kPrefetchBytes, _MM_HINT_T0);
+      const __m512i k = load_pairs(at);
+#pragma GCC unroll 16
+      for (int h = 0; h < H; ++h)
+        acc[j][h] = _mm512_dpwssd_epi32(acc[j][h], k, _mm512_set1_epi32(pairs[h][i]));
+    }
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < NB; ++j) {
+    const __m512 scale = _mm512_loadu_ps(kv.key_scales + (b + j) * kKeyBlock);
+#pragma GCC unroll 16
+    for (int h = 0; h < H; ++h)
+      _mm512_storeu_ps(
+          s + h * stride + (b + j) * kKeyBlock,
+          _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[j][h]), scale), _mm512_set1_ps(c[h])));
   }
 }
 
-// Out of H heads for dimensions [d0, d0 + 16 DV) from weights e (times the value scales for q8).
+// Out of H heads for dimensions [d0, d0 + 16 DV) from weights e.
 template <KvCacheType T, int H, int DV>
 void value_chunk(const KvHeadView& kv, int n_pos, const float* e, int64_t stride, int d0,
                  const float* inv_sum, float* out) {
@@ -89,9 +124,7 @@ void value_chunk(const KvHeadView& kv, int n_pos, const float* e, int64_t stride
     }
 #pragma GCC unroll 16
     for (int h = 0; h < H; ++h) {
-      float weight = e[h * stride + p];
-      if constexpr (T == KvCacheType::q8) weight *= kv.value_scales[p];
-      const __m512 w = _mm512_set1_ps(weight);
+      const __m512 w = _mm512_set1_ps(e[h * stride + p]);
 #pragma GCC unroll 16
       for (int j = 0; j < DV; ++j) acc[h][j] = _mm512_fmadd_ps(w, v[j], acc[h][j]);
     }
@@ -102,6 +135,73 @@ void value_chunk(const KvHeadView& kv, int n_pos, const float* e, int64_t stride
     for (int j = 0; j < DV; ++j)
       _mm512_storeu_ps(out + h * hd + d0 + 16 * j,
                        _mm512_mul_ps(acc[h][j], _mm512_set1_ps(inv_sum[h])));
+}
+
+// q8 out of H heads for dimensions [d0, d0 + 16 DV) from the int16 weights packed at the start of
+// each head's scores (quantize_weights), int32 sums flushed to fp32 every kQ8ValueChunk positions.
+template <int H, int DV>
+void value_chunk_q8(const KvHeadView& kv, int n_pos, const float* s, int64_t stride, int d0,
+                    const float* out_scale, float* out) {
+  const int hd = kv.head_dim;
+  const auto* values = static_cast<const int8_t*>(kv.values);
+  const int64_t n_pairs = (n_pos + 1) / 2;
+  for (int64_t first = 0; first < n_pairs; first += kQ8ValueChunk / 2) {
+    __m512i acc[H][DV];
+#pragma GCC unroll 16
+    for (int h = 0; h < H; ++h)
+#pragma GCC unroll 16
+      for (int j = 0; j < DV; ++j) acc[h][j] = _mm512_setzero_si512();
+    for (int64_t pair = first; pair < std::min(n_pairs, first + kQ8ValueChunk / 2); ++pair) {
+      const int8_t* row = values + pair * 2 * hd + 2 * d0;
+      __m512i v[DV];
+#pragma GCC unroll 16
+      for (int j = 0; j < DV; ++j) {
+        if (j % 2 == 0)  // once per cache line
+          _mm_prefetch(reinterpret_cast<const char*>(row + 32 * j) + kPrefetchBytes, _MM_HINT_T0);
+        v[j] = load_pairs(row + 32 * j);
+      }
+#pragma GCC unroll 16
+      for (int h = 0; h < H; ++h) {
+        const __m512i w = _mm512_broadcastd_epi32(_mm_loadu_si32(s + h * stride + pair));
+#pragma GCC unroll 16
+        for (int j = 0; j < DV; ++j) acc[h][j] = _mm512_dpwssd_epi32(acc[h][j], v[j], w);
+      }
+    }
+#pragma GCC unroll 16
+    for (int h = 0; h < H; ++h)
+#pragma GCC unroll 16
+      for (int j = 0; j < DV; ++j) {
+        float* o = out + h * hd + d0 + 16 * j;
+        const __m512 sum = _mm512_cvtepi32_ps(acc[h][j]);
+        _mm512_storeu_ps(o, first == 0 ? sum : _mm512_add_ps(_mm512_loadu_ps(o), sum));
+      }
+  }
+#pragma GCC unroll 16
+  for (int h = 0; h < H; ++h)
+#pragma GCC unroll 16
+    for (int j = 0; j < DV; ++j) {
+      float* o = out + h * hd + d0 + 16 * j;
+      _mm512_storeu_ps(o, _mm512_mul_ps(_mm512_loadu_ps(o), _mm512_set1_ps(out_scale[h])));
+    }
+}
+
+// Rounds the weights e[p] * value_scale[p] of positions [0, padded n) to int16 and packs them
+// over the first half of e (pair p / 2 in float slot p / 2); returns their scale.
+float quantize_weights(float* e, const float* value_scales, int64_t padded) {
+  __m512 m = _mm512_setzero_ps();
+  for (int64_t p = 0; p < padded; p += kLanes) {
+    const __m512 w = _mm512_mul_ps(_mm512_loadu_ps(e + p), _mm512_loadu_ps(value_scales + p));
+    _mm512_storeu_ps(e + p, w);
+    m = _mm512_max_ps(m, w);
+  }
+  const float max_w = _mm512_reduce_max_ps(m);
+  const __m512 inv = _mm512_set1_ps(max_w > 0.0f ? kQ8Max / max_w : 0.0f);
+  // Packing in place: block p / 16 reads floats [p, p + 16) and writes before p / 2 + 8 <= p + 16.
+  for (int64_t p = 0; p < padded; p += kLanes) {
+    const __m512i w16 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(e + p), inv));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(e + p / 2), _mm512_cvtepi32_epi16(w16));
+  }
+  return max_w / kQ8Max;
 }
 
 // Replaces scores s[0, n) by exp(s - max) (zero up to the block end) and returns 1 / their sum.
@@ -127,24 +227,57 @@ float softmax_weights(float* s, int n_pos) {
   return 1.0f / avx512::reduce_lanes(sum);
 }
 
-template <KvCacheType T, int H>
-void heads(const KvHeadView& kv, int n_pos, const float* q, float* out, float* s) {
+template <int H>
+void heads_q8(const KvHeadView& kv, int n_pos, const float* q, float* out, float* s) {
   const int hd = kv.head_dim;
   const int64_t stride = attention_scratch_floats(1, n_pos), blocks = stride / kKeyBlock;
   const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
-  int64_t b = 0;
-  for (; b + 2 <= blocks; b += 2) score_blocks<T, H, 2>(kv, b, q, s, stride, inv_sqrt);
-  if (b < blocks) score_blocks<T, H, 1>(kv, b, q, s, stride, inv_sqrt);
-  float inv_sum[H];
+  int32_t pairs[H][kQ8MaxHeadDim / 2];
+  float c[H];
 #pragma GCC unroll 16
-  for (int h = 0; h < H; ++h) inv_sum[h] = softmax_weights(s + h * stride, n_pos);
+  for (int h = 0; h < H; ++h) c[h] = quantize_query_q8(q + h * hd, hd, pairs[h]) * inv_sqrt;
+  int64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) score_blocks_q8<H, 2>(kv, b, pairs, c, s, stride);
+  if (b < blocks) score_blocks_q8<H, 1>(kv, b, pairs, c, s, stride);
+  float out_scale[H];
+#pragma GCC unroll 16
+  for (int h = 0; h < H; ++h) {
+    const float inv_sum = softmax_weights(s + h * stride, n_pos);
+    out_scale[h] = quantize_weights(s + h * stride, kv.value_scales, stride) * inv_sum;
+  }
   for (int d0 = 0; d0 < hd;) {
     if (hd - d0 >= 64) {
-      value_chunk<T, H, 4>(kv, n_pos, s, stride, d0, inv_sum, out);
+      value_chunk_q8<H, 4>(kv, n_pos, s, stride, d0, out_scale, out);
       d0 += 64;
     } else {
-      value_chunk<T, H, 1>(kv, n_pos, s, stride, d0, inv_sum, out);
+      value_chunk_q8<H, 1>(kv, n_pos, s, stride, d0, out_scale, out);
       d0 += 16;
+    }
+  }
+}
+
+template <KvCacheType T, int H>
+void heads(const KvHeadView& kv, int n_pos, const float* q, float* out, float* s) {
+  if constexpr (T == KvCacheType::q8) {
+    heads_q8<H>(kv, n_pos, q, out, s);
+  } else {
+    const int hd = kv.head_dim;
+    const int64_t stride = attention_scratch_floats(1, n_pos), blocks = stride / kKeyBlock;
+    const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
+    int64_t b = 0;
+    for (; b + 2 <= blocks; b += 2) score_blocks<T, H, 2>(kv, b, q, s, stride, inv_sqrt);
+    if (b < blocks) score_blocks<T, H, 1>(kv, b, q, s, stride, inv_sqrt);
+    float inv_sum[H];
+#pragma GCC unroll 16
+    for (int h = 0; h < H; ++h) inv_sum[h] = softmax_weights(s + h * stride, n_pos);
+    for (int d0 = 0; d0 < hd;) {
+      if (hd - d0 >= 64) {
+        value_chunk<T, H, 4>(kv, n_pos, s, stride, d0, inv_sum, out);
+        d0 += 64;
+      } else {
+        value_chunk<T, H, 1>(kv, n_pos, s, stride, d0, inv_sum, out);
+        d0 += 16;
+      }
     }
   }
 }
