@@ -113,6 +113,36 @@ TEST(AttentionKernels, SimdKernelsMatchTheScalarKernelBitForBit) {
   }
 }
 
+TEST(AttentionKernels, PassesSplitAnyWayGiveTheSameBits) {
+  std::mt19937 rng(15);
+  const int head_dim = 128, n_q = 5;
+  for (KvCacheType type : kTypes) {
+    for (int n : {3, 40, 1000}) {
+      const KvCache kv = random_cache(type, head_dim, n, rng);
+      const auto q = random_floats(static_cast<size_t>(n_q) * head_dim, rng, 1.0f);
+      const int64_t blocks = key_blocks(n);
+      for (CpuIsa isa : {CpuIsa::scalar, CpuIsa::avx2, CpuIsa::avx512_vnni}) {
+        if (!CpuFeatures::host().supports(isa)) continue;
+        const AttentionKernel kernel = attention_kernel(isa, head_dim);
+        std::vector<float> scratch(attention_scratch_floats(n_q, n));
+        std::vector<float> whole(q.size()), split(q.size());
+        kernel(kv.head(0, 0, 0), n, q.data(), n_q, whole.data(), scratch.data());
+        // Scores in three uneven block ranges; outputs in three dimension ranges, each with its
+        // own weights buffer so the shared scores stay intact.
+        std::vector<float> s(scratch.size(), NAN);
+        const int64_t cut1 = blocks / 3, cut2 = blocks - blocks / 4;
+        for (auto [b0, b1] : {std::pair{int64_t{0}, cut1}, {cut1, cut2}, {cut2, blocks}})
+          kernel.scores(kv.head(0, 0, 0), n, b0, b1, q.data(), n_q, s.data());
+        for (auto [d0, d1] : {std::pair{0, 16}, {16, 96}, {96, head_dim}}) {
+          std::vector<float> weights(scratch.size(), NAN);
+          kernel.values(kv.head(0, 0, 0), n, d0, d1, s.data(), n_q, split.data(), weights.data());
+        }
+        EXPECT_EQ(split, whole) << kv_cache_type_name(type) << " " << isa_name(isa) << " n " << n;
+      }
+    }
+  }
+}
+
 TEST(AttentionKernels, ScalarKernelMatchesAnFp64Reference) {
   std::mt19937 rng(12);
   for (KvCacheType type : kTypes) {

@@ -2,6 +2,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "bitnet/generate.h"
@@ -99,6 +100,35 @@ TEST(Cli, MakeModelWritesBothVariants) {
         run_cli({"run", "-m", dir, "-p", "x", "-n", "3", "--temp", "0", "--json", "-q"});
     EXPECT_EQ(run.exit_code, 0) << run.err;
   }
+}
+
+TEST(Cli, BenchJsonHasOneObjectPerTestInLlamaBenchFields) {
+  const auto r = run_cli({"bench", "-m", model_dir(), "--device", "cpu", "-p", "8", "-n", "4", "-t",
+                          "1,2", "-b", "2", "-r", "2", "-o", "json", "--no-probe"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto rows = nlohmann::json::parse(r.out);
+  ASSERT_EQ(rows.size(), 6u) << r.out;  // pp8, tg4 and tg4 x2 for each thread count
+  std::map<std::string, double> bytes;
+  for (const auto& row : rows) {
+    for (const char* key : {"n_prompt", "n_gen", "n_threads", "n_batch", "avg_ts", "stddev_ts",
+                            "bytes_per_token", "gbps", "test"})
+      ASSERT_TRUE(row.contains(key)) << key << " in " << row.dump();
+    EXPECT_GT(row["avg_ts"].get<double>(), 0.0) << row.dump();
+    EXPECT_EQ(row["samples_ts"].size(), 2u);
+    const std::string test = row["test"];
+    const int threads = row["n_threads"];
+    EXPECT_TRUE(threads == 1 || threads == 2);
+    bytes[test] = row["bytes_per_token"];
+    if (test == "pp8") {
+      EXPECT_EQ(row["n_prompt"], 8);
+    } else {
+      EXPECT_EQ(row["n_gen"], 4) << test;
+      EXPECT_EQ(row["n_batch"], test == "tg4 x2" ? 2 : 1);
+    }
+  }
+  // Two sequences share each weight byte a step reads.
+  ASSERT_TRUE(bytes.count("tg4") && bytes.count("tg4 x2"));
+  EXPECT_LT(bytes["tg4 x2"], 0.75 * bytes["tg4"]);
 }
 
 TEST(CliErrors, MissingOrBrokenModel) {

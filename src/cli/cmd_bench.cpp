@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <random>
 #include <sstream>
 
@@ -16,6 +17,7 @@
 #include "bitnet/model_path.h"
 #include "bitnet/session.h"
 #include "cli/commands.h"
+#include "model/forward_cpu.h"
 #include "model/forward_cuda.h"
 #include "model/weights.h"
 
@@ -63,40 +65,78 @@ struct TestResult {
   std::vector<double> samples;
 };
 
-#if BITNET_HAVE_CUDA
 // b sequences decode together, one token each per step: each gets a prompt of max(depth, 1)
 // random tokens, then n greedy steps of the whole batch are timed. Reports the aggregate rate.
-TestResult bench_batched_decode(const std::shared_ptr<const Model>& model, int b, int depth, int n,
-                                int repetitions,
-                                const std::function<std::vector<int32_t>(int)>& random_tokens) {
+// run(batch, first_row, next) is one forward pass writing the greedy tokens of the batch rows
+// [first_row, batch size) to next.
+template <class Run>
+TestResult batched_decode(int b, int depth, int n, int threads, int repetitions,
+                          const std::function<std::vector<int32_t>(int)>& random_tokens,
+                          double weight_bytes, double kv_bytes_per_position, Run&& run) {
   const int prompt = std::max(depth, 1);
-  CudaForward forward(model, std::max(b, prompt), prompt + n + 1, b);
   std::vector<int32_t> next(static_cast<size_t>(b));
   std::vector<BatchToken> batch;
   for (int s = 0; s < b; ++s) {
     const auto ids = random_tokens(prompt);
     batch.clear();
     for (int i = 0; i < prompt; ++i) batch.push_back({ids[static_cast<size_t>(i)], i, s});
-    forward.forward(batch, prompt - 1, nullptr, &next[static_cast<size_t>(s)]);
+    run(batch, prompt - 1, &next[static_cast<size_t>(s)]);
   }
   const std::vector<int32_t> first = next;
-  TestResult r{"tg" + std::to_string(n) + " x" + std::to_string(b), 0, n, depth, 0, b, {}, 0, {}};
+  TestResult r{
+      "tg" + std::to_string(n) + " x" + std::to_string(b), 0, n, depth, threads, b, {}, 0, {}};
   const double avg_positions = prompt + (n + 1) / 2.0;
-  r.bytes_per_token = (static_cast<double>(forward.weight_bytes_per_token()) +
-                       b * avg_positions * static_cast<double>(forward.kv_bytes_per_position())) /
-                      b;
-  for (int rep = -1; rep < repetitions; ++rep) {  // rep -1 warms up (and captures the graph)
+  r.bytes_per_token = (weight_bytes + b * avg_positions * kv_bytes_per_position) / b;
+  for (int rep = -1; rep < repetitions; ++rep) {  // rep -1 warms up (and captures a CUDA graph)
     next = first;
     const auto start = std::chrono::steady_clock::now();
     for (int step = 0; step < n; ++step) {
       batch.clear();
       for (int s = 0; s < b; ++s) batch.push_back({next[static_cast<size_t>(s)], prompt + step, s});
-      forward.forward(batch, 0, nullptr, next.data());
+      run(batch, 0, next.data());
     }
     if (rep >= 0) r.samples.push_back(static_cast<double>(b) * n / seconds(start));
   }
   r.tokens_per_s = stats(r.samples);
   return r;
+}
+
+// The CPU forward pass that bitnet serve --parallel b runs, on t threads.
+TestResult cpu_batched_decode(const std::shared_ptr<const Model>& model, CpuIsa isa,
+                              KvCacheType kv_type, int b, int depth, int n, int t, int repetitions,
+                              const std::function<std::vector<int32_t>(int)>& random_tokens,
+                              double weight_bytes) {
+  const ModelConfig& c = model->config();
+  const int prompt = std::max(depth, 1), ctx = prompt + n + 1;
+  ThreadPool pool(t);
+  KvCache kv(c, b, ctx, kv_type);
+  CpuForward forward(model, pool, isa, std::max(b, prompt), ctx);
+  std::vector<float> logits(static_cast<size_t>(b) * c.vocab_size);
+  std::vector<int32_t> rows;
+  const double kv_bytes = static_cast<double>(kv.bytes()) / b / ctx;
+  return batched_decode(
+      b, depth, n, t, repetitions, random_tokens, weight_bytes, kv_bytes,
+      [&](std::span<const BatchToken> batch, int first_row, int32_t* next) {
+        rows.resize(batch.size() - static_cast<size_t>(first_row));
+        std::iota(rows.begin(), rows.end(), first_row);
+        forward.forward(kv, batch, rows, logits.data());
+        for (size_t i = 0; i < rows.size(); ++i)
+          next[i] = argmax(std::span<const float>(logits).subspan(i * c.vocab_size, c.vocab_size));
+      });
+}
+
+#if BITNET_HAVE_CUDA
+TestResult cuda_batched_decode(const std::shared_ptr<const Model>& model, int b, int depth, int n,
+                               int repetitions,
+                               const std::function<std::vector<int32_t>(int)>& random_tokens) {
+  const int prompt = std::max(depth, 1);
+  CudaForward forward(model, std::max(b, prompt), prompt + n + 1, b);
+  return batched_decode(b, depth, n, 0, repetitions, random_tokens,
+                        static_cast<double>(forward.weight_bytes_per_token()),
+                        static_cast<double>(forward.kv_bytes_per_position()),
+                        [&](std::span<const BatchToken> batch, int first_row, int32_t* next) {
+                          forward.forward(batch, first_row, nullptr, next);
+                        });
 }
 #endif
 
@@ -129,11 +169,6 @@ int bench(BenchArgs args) {
   std::vector<int> threads = args.threads;
   if (cuda) threads = {0};  // one GPU run; -t does not apply
   if (threads.empty()) threads.push_back(physical_core_count());
-  if (!args.batch.empty() && !cuda) {
-    throw Error(
-        "-b (batched decode) is measured on --device cuda; for the CPU, run bitnet loadgen "
-        "against bitnet serve --parallel N");
-  }
   int max_ctx = 1;
   for (int d : args.depth)
     for (int p : args.n_prompt) max_ctx = std::max(max_ctx, d + p);
@@ -208,17 +243,28 @@ int bench(BenchArgs args) {
         results.push_back(r);
       }
     }
-  }
-#if BITNET_HAVE_CUDA
-  for (int b : args.batch) {
-    for (int depth : args.depth) {
-      for (int n : args.n_gen) {
-        if (n > 0)
-          results.push_back(
-              bench_batched_decode(model, b, depth, n, args.repetitions, random_tokens));
-      }
+    if (!cuda) {
+      for (int b : args.batch)
+        for (int depth : args.depth)
+          for (int n : args.n_gen)
+            if (n > 0)
+              results.push_back(
+                  cpu_batched_decode(model, parse_isa(session.kernels()), session_defaults.kv_cache,
+                                     b, depth, n, t, args.repetitions, random_tokens,
+                                     static_cast<double>(session.weight_bytes_per_token())));
     }
   }
+#if BITNET_HAVE_CUDA
+  if (cuda)
+    for (int b : args.batch) {
+      for (int depth : args.depth) {
+        for (int n : args.n_gen) {
+          if (n > 0)
+            results.push_back(
+                cuda_batched_decode(model, b, depth, n, args.repetitions, random_tokens));
+        }
+      }
+    }
 #endif
 
   const double model_gb = static_cast<double>(sizes.ternary + sizes.embedding + sizes.norms +
@@ -330,7 +376,7 @@ Action add_bench(CLI::App& app) {
   cmd->add_option("-d,--n-depth", (*lists)[3],
                   "Tokens already in the context before each test (default 0)");
   cmd->add_option("-b,--batch", (*lists)[4],
-                  "Sequences decoding together, comma-separated (CUDA; e.g. 8,32)");
+                  "Sequences decoding together, comma-separated (e.g. 8,32)");
   cmd->add_option("--device", args->device, "auto (cuda when a GPU is present), cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));

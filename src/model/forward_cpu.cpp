@@ -26,18 +26,59 @@ CpuForward::CpuForward(std::shared_ptr<const Model> model, ThreadPool& pool, Cpu
   proj_.resize(b * c_.hidden_dim);
   scores_.resize(static_cast<size_t>(pool_.size()) *
                  attention_scratch_floats(c_.n_heads / c_.n_kv_heads, context_length));
+  shared_scores_.resize(static_cast<size_t>(c_.n_kv_heads) *
+                        attention_scratch_floats(c_.n_heads / c_.n_kv_heads, context_length));
   acts_hidden_.resize(max_batch, c_.hidden_dim);
   acts_ffn_.resize(max_batch, c_.ffn_dim);
 }
 
 // Work items are (token, kv head): the query heads sharing a KV head run together, so each K and
-// V byte is read once per group rather than once per query head.
+// V byte is read once per group rather than once per query head. A single token has too few
+// items to balance (5 KV heads on 2 threads is 3 against 2), so its attention runs in two passes
+// split evenly over the threads: scores by key blocks, then outputs by dimensions. Both give the
+// same bits (attention.h).
 void CpuForward::attention(const KvCache& kv, int layer, std::span<const BatchToken> batch) {
   const int group = c_.n_heads / c_.n_kv_heads, hd = c_.head_dim;
   const int qkv_dim = c_.q_dim() + 2 * c_.kv_dim();
   const AttentionKernel kernel = attention_kernel(isa_, hd);
-  const int64_t items = static_cast<int64_t>(batch.size()) * c_.n_kv_heads;
   const size_t scratch_floats = scores_.size() / static_cast<size_t>(pool_.size());
+  auto query = [&](int64_t t, int kvh) {
+    return qkv_.data() + t * qkv_dim + static_cast<int64_t>(kvh) * group * hd;
+  };
+  auto output = [&](int64_t t, int kvh) {
+    return attn_out_.data() + t * c_.q_dim() + static_cast<int64_t>(kvh) * group * hd;
+  };
+  if (batch.size() == 1 && pool_.size() > 1) {
+    const BatchToken& bt = batch[0];
+    const int n_pos = bt.pos + 1;  // causal: positions 0..pos
+    const int64_t blocks = key_blocks(n_pos), stride = attention_scratch_floats(group, n_pos);
+    auto split = [&](int64_t units_per_head, int thread, int n_threads, auto&& fn) {
+      const int64_t units = units_per_head * c_.n_kv_heads;
+      const int64_t begin = units * thread / n_threads, end = units * (thread + 1) / n_threads;
+      for (int kvh = 0; kvh < c_.n_kv_heads; ++kvh) {
+        const int64_t first = std::max(begin - kvh * units_per_head, int64_t{0});
+        const int64_t last = std::min(end - kvh * units_per_head, units_per_head);
+        if (first < last) fn(kvh, first, last);
+      }
+    };
+    pool_.run([&](int thread, int n_threads) {
+      split(blocks, thread, n_threads, [&](int kvh, int64_t b0, int64_t b1) {
+        kernel.scores(kv.head(bt.slot, layer, kvh), n_pos, b0, b1, query(0, kvh), group,
+                      shared_scores_.data() + kvh * stride);
+      });
+    });
+    const int dim_step = hd % kAttentionDimStep == 0 ? kAttentionDimStep : hd;
+    pool_.run([&](int thread, int n_threads) {
+      float* weights = scores_.data() + static_cast<size_t>(thread) * scratch_floats;
+      split(hd / dim_step, thread, n_threads, [&](int kvh, int64_t d0, int64_t d1) {
+        kernel.values(kv.head(bt.slot, layer, kvh), n_pos, static_cast<int>(d0 * dim_step),
+                      static_cast<int>(d1 * dim_step), shared_scores_.data() + kvh * stride, group,
+                      output(0, kvh), weights);
+      });
+    });
+    return;
+  }
+  const int64_t items = static_cast<int64_t>(batch.size()) * c_.n_kv_heads;
   pool_.run([&](int thread, int n_threads) {
     float* scratch = scores_.data() + static_cast<size_t>(thread) * scratch_floats;
     for (int64_t item = items * thread / n_threads; item < items * (thread + 1) / n_threads;
@@ -45,10 +86,8 @@ void CpuForward::attention(const KvCache& kv, int layer, std::span<const BatchTo
       const int64_t t = item / c_.n_kv_heads;
       const int kvh = static_cast<int>(item % c_.n_kv_heads);
       const BatchToken& bt = batch[t];
-      const int64_t first_q = static_cast<int64_t>(kvh) * group * hd;
-      // causal: positions 0..pos of this sequence
-      kernel(kv.head(bt.slot, layer, kvh), bt.pos + 1, qkv_.data() + t * qkv_dim + first_q, group,
-             attn_out_.data() + t * c_.q_dim() + first_q, scratch);
+      kernel(kv.head(bt.slot, layer, kvh), bt.pos + 1, query(t, kvh), group, output(t, kvh),
+             scratch);
     }
   });
 }

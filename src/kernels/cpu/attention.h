@@ -19,6 +19,7 @@
 //   out[d] = (sum over chunks of kQ8ValueChunk positions, in order, of
 //             float(sum_p w16[p] v[p][d])) * ((max w / kQ8Max) * (1 / sum e))
 
+#include <algorithm>
 #include <cstdint>
 
 #include "base/cpu_features.h"
@@ -62,15 +63,62 @@ inline int64_t value_index(KvCacheType type, int head_dim, int64_t pos, int d) {
 // returns the scale (absmax / kQ8Max, 0 for a zero query). head_dim even, <= kQ8MaxHeadDim.
 float quantize_query_q8(const float* q, int head_dim, int32_t* pairs);
 
-// Floats of scratch the kernels need for n_q heads over n_pos positions.
-inline int64_t attention_scratch_floats(int n_q, int n_pos) {
-  return static_cast<int64_t>(n_q) * ((n_pos + kKeyBlock - 1) / kKeyBlock * kKeyBlock);
+// Key blocks covering n_pos positions.
+inline int64_t key_blocks(int n_pos) {
+  return (n_pos + kKeyBlock - 1) / kKeyBlock;
 }
 
-// q: n_q query heads [n_q][head_dim] (contiguous); out: [n_q][head_dim]; n_pos >= 1.
-using AttentionKernel = void (*)(const KvHeadView& kv, int n_pos, const float* q, int n_q,
-                                 float* out, float* scratch);
+// Floats of scratch the kernels need for n_q heads over n_pos positions: [n_q][stride] with
+// stride = attention_scratch_floats(1, n_pos), whole key blocks.
+inline int64_t attention_scratch_floats(int n_q, int n_pos) {
+  return static_cast<int64_t>(n_q) * key_blocks(n_pos) * kKeyBlock;
+}
 
+// Attention in two passes, so that threads can share the work of one KV head (decode):
+//   scores: s[h * stride + p] for the positions of key blocks [b0, b1);
+//   values: out[h][d0, d1) from the scores of all n_pos positions, which it turns into weights in
+//           `weights` ([n_q][stride]; may be s itself, else s is left as it is).
+// A SIMD kernel needs d0 and d1 to be multiples of kAttentionDimStep. Every split gives the same
+// bits: scores are per position, and each output dimension is its own sum. The call operator runs
+// both passes whole: q [n_q][head_dim] (contiguous), out [n_q][head_dim], n_pos >= 1, scratch of
+// attention_scratch_floats(n_q, n_pos).
+constexpr int kAttentionDimStep = 16;
+struct AttentionKernel {
+  void (*scores)(const KvHeadView& kv, int n_pos, int64_t b0, int64_t b1, const float* q, int n_q,
+                 float* s);
+  void (*values)(const KvHeadView& kv, int n_pos, int d0, int d1, const float* s, int n_q,
+                 float* out, float* weights);
+
+  void operator()(const KvHeadView& kv, int n_pos, const float* q, int n_q, float* out,
+                  float* scratch) const {
+    scores(kv, n_pos, 0, key_blocks(n_pos), q, n_q, scratch);
+    values(kv, n_pos, 0, kv.head_dim, scratch, n_q, out, scratch);
+  }
+};
+
+// For the SIMD kernels: calls fn.template operator()<H>(h0) for the groups of H <= 4 query heads
+// starting at h0 that share each K and V load.
+template <class Fn>
+void head_groups(int n_q, Fn&& fn) {
+  for (int h0 = 0; h0 < n_q; h0 += 4) {
+    switch (std::min(4, n_q - h0)) {
+      case 1:
+        fn.template operator()<1>(h0);
+        break;
+      case 2:
+        fn.template operator()<2>(h0);
+        break;
+      case 3:
+        fn.template operator()<3>(h0);
+        break;
+      default:
+        fn.template operator()<4>(h0);
+        break;
+    }
+  }
+}
+
+// The scalar kernel, both passes whole (attention_kernel(CpuIsa::scalar, ...)).
 void attention_scalar(const KvHeadView& kv, int n_pos, const float* q, int n_q, float* out,
                       float* scratch);
 // The SIMD kernels need head_dim % 16 == 0; other sizes get the scalar kernel.

@@ -10,7 +10,6 @@
 namespace bitnet {
 namespace {
 
-constexpr int kMaxHeads = 4;
 // As in attention_avx512.cpp: keys and values stream from DRAM; prefetch this far ahead.
 constexpr int64_t kPrefetchBytes = 8192;
 
@@ -195,8 +194,8 @@ float quantize_weights(float* e, const float* value_scales, int64_t padded) {
   return max_w / kQ8Max;
 }
 
-// Replaces scores s[0, n) by exp(s - max) (zero up to the block end) and returns 1 / their sum.
-float softmax_weights(float* s, int n_pos) {
+// Writes e[0, n) = exp(s - max s) (zero up to the block end; e may be s) and returns 1 / sum e.
+float softmax_weights(const float* s, float* e, int n_pos) {
   const int64_t blocks = (n_pos + kLanes - 1) / kLanes;
   float max_s = -INFINITY;
   for (int p = 0; p < n_pos; ++p) max_s = std::max(max_s, s[p]);
@@ -205,93 +204,104 @@ float softmax_weights(float* s, int n_pos) {
   for (int64_t b = 0; b < blocks; ++b) {
 #pragma GCC unroll 16
     for (int j = 0; j < 2; ++j) {
-      float* at = s + b * kLanes + 8 * j;
-      __m256 e = avx2::exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(at), m));
-      const int64_t valid = n_pos - (b * kLanes + 8 * j);
+      const int64_t at = b * kLanes + 8 * j;
+      __m256 w = avx2::exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(s + at), m));
+      const int64_t valid = n_pos - at;
       if (valid < 8) {
         const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         const __m256i keep = _mm256_cmpgt_epi32(
             _mm256_set1_epi32(static_cast<int>(std::max<int64_t>(valid, 0))), lane);
-        e = _mm256_and_ps(e, _mm256_castsi256_ps(keep));
+        w = _mm256_and_ps(w, _mm256_castsi256_ps(keep));
       }
-      _mm256_storeu_ps(at, e);
-      sum[j] = _mm256_add_ps(sum[j], e);
+      _mm256_storeu_ps(e + at, w);
+      sum[j] = _mm256_add_ps(sum[j], w);
     }
   }
   return 1.0f / avx2::reduce_lanes(sum[0], sum[1]);
 }
 
-template <int H>
-void heads_q8(const KvHeadView& kv, int n_pos, const float* q, float* out, float* s) {
+// Scores of H heads for key blocks [b0, b1).
+template <KvCacheType T, int H>
+void score_range(const KvHeadView& kv, int64_t b0, int64_t b1, const float* q, float* s,
+                 int64_t stride) {
   const int hd = kv.head_dim;
-  const int64_t stride = attention_scratch_floats(1, n_pos), blocks = stride / kKeyBlock;
   const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
-  int32_t pairs[H][kQ8MaxHeadDim / 2];
-  float c[H];
+  if constexpr (T == KvCacheType::q8) {
+    int32_t pairs[H][kQ8MaxHeadDim / 2];
+    float c[H];
 #pragma GCC unroll 16
-  for (int h = 0; h < H; ++h) c[h] = quantize_query_q8(q + h * hd, hd, pairs[h]) * inv_sqrt;
-  for (int64_t b = 0; b < blocks; ++b) score_block_q8<H>(kv, b, pairs, c, s, stride);
-  float out_scale[H];
-#pragma GCC unroll 16
-  for (int h = 0; h < H; ++h) {
-    const float inv_sum = softmax_weights(s + h * stride, n_pos);
-    out_scale[h] = quantize_weights(s + h * stride, kv.value_scales, stride) * inv_sum;
+    for (int h = 0; h < H; ++h) c[h] = quantize_query_q8(q + h * hd, hd, pairs[h]) * inv_sqrt;
+    for (int64_t b = b0; b < b1; ++b) score_block_q8<H>(kv, b, pairs, c, s, stride);
+  } else {
+    for (int64_t b = b0; b < b1; ++b) score_block<T, H>(kv, b, q, s, stride, inv_sqrt);
   }
-  for (int d0 = 0; d0 < hd; d0 += 16) value_chunk_q8<H>(kv, n_pos, s, stride, d0, out_scale, out);
 }
 
+// Out of H heads for dimensions [d0, d1) from their scores s, through weights e.
 template <KvCacheType T, int H>
-void heads(const KvHeadView& kv, int n_pos, const float* q, float* out, float* s) {
-  if constexpr (T == KvCacheType::q8) {
-    heads_q8<H>(kv, n_pos, q, out, s);
-  } else {
-    const int hd = kv.head_dim;
-    const int64_t stride = attention_scratch_floats(1, n_pos), blocks = stride / kKeyBlock;
-    const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
-    for (int64_t b = 0; b < blocks; ++b) score_block<T, H>(kv, b, q, s, stride, inv_sqrt);
-    float inv_sum[H];
+void value_range(const KvHeadView& kv, int n_pos, int d0, int d1, const float* s, float* e,
+                 int64_t stride, float* out) {
+  float scale[H];
 #pragma GCC unroll 16
-    for (int h = 0; h < H; ++h) inv_sum[h] = softmax_weights(s + h * stride, n_pos);
-    for (int d0 = 0; d0 < hd; d0 += 16) value_chunk<T, H>(kv, n_pos, s, stride, d0, inv_sum, out);
+  for (int h = 0; h < H; ++h) {
+    scale[h] = softmax_weights(s + h * stride, e + h * stride, n_pos);
+    if constexpr (T == KvCacheType::q8)
+      scale[h] = quantize_weights(e + h * stride, kv.value_scales, stride) * scale[h];
+  }
+  for (int d = d0; d < d1; d += 16) {
+    if constexpr (T == KvCacheType::q8)
+      value_chunk_q8<H>(kv, n_pos, e, stride, d, scale, out);
+    else
+      value_chunk<T, H>(kv, n_pos, e, stride, d, scale, out);
   }
 }
 
 template <KvCacheType T>
-void attention_type(const KvHeadView& kv, int n_pos, const float* q, int n_q, float* out,
-                    float* scratch) {
-  const int hd = kv.head_dim;
-  for (int h0 = 0; h0 < n_q; h0 += kMaxHeads) {
-    const float* qh = q + static_cast<int64_t>(h0) * hd;
-    float* oh = out + static_cast<int64_t>(h0) * hd;
-    switch (std::min(kMaxHeads, n_q - h0)) {
-      case 1:
-        heads<T, 1>(kv, n_pos, qh, oh, scratch);
-        break;
-      case 2:
-        heads<T, 2>(kv, n_pos, qh, oh, scratch);
-        break;
-      case 3:
-        heads<T, 3>(kv, n_pos, qh, oh, scratch);
-        break;
-      default:
-        heads<T, 4>(kv, n_pos, qh, oh, scratch);
-        break;
-    }
+void scores(const KvHeadView& kv, int n_pos, int64_t b0, int64_t b1, const float* q, int n_q,
+            float* s) {
+  const int64_t stride = attention_scratch_floats(1, n_pos);
+  head_groups(n_q, [&]<int H>(int h0) {
+    score_range<T, H>(kv, b0, b1, q + static_cast<int64_t>(h0) * kv.head_dim, s + h0 * stride,
+                      stride);
+  });
+}
+
+template <KvCacheType T>
+void values(const KvHeadView& kv, int n_pos, int d0, int d1, const float* s, int n_q, float* out,
+            float* weights) {
+  const int64_t stride = attention_scratch_floats(1, n_pos);
+  head_groups(n_q, [&]<int H>(int h0) {
+    value_range<T, H>(kv, n_pos, d0, d1, s + h0 * stride, weights + h0 * stride, stride,
+                      out + static_cast<int64_t>(h0) * kv.head_dim);
+  });
+}
+
+void scores_any(const KvHeadView& kv, int n_pos, int64_t b0, int64_t b1, const float* q, int n_q,
+                float* s) {
+  switch (kv.type) {
+    case KvCacheType::f32:
+      return scores<KvCacheType::f32>(kv, n_pos, b0, b1, q, n_q, s);
+    case KvCacheType::f16:
+      return scores<KvCacheType::f16>(kv, n_pos, b0, b1, q, n_q, s);
+    case KvCacheType::q8:
+      return scores<KvCacheType::q8>(kv, n_pos, b0, b1, q, n_q, s);
+  }
+}
+
+void values_any(const KvHeadView& kv, int n_pos, int d0, int d1, const float* s, int n_q,
+                float* out, float* weights) {
+  switch (kv.type) {
+    case KvCacheType::f32:
+      return values<KvCacheType::f32>(kv, n_pos, d0, d1, s, n_q, out, weights);
+    case KvCacheType::f16:
+      return values<KvCacheType::f16>(kv, n_pos, d0, d1, s, n_q, out, weights);
+    case KvCacheType::q8:
+      return values<KvCacheType::q8>(kv, n_pos, d0, d1, s, n_q, out, weights);
   }
 }
 
 }  // namespace
 
-void attention_avx2(const KvHeadView& kv, int n_pos, const float* q, int n_q, float* out,
-                    float* scratch) {
-  switch (kv.type) {
-    case KvCacheType::f32:
-      return attention_type<KvCacheType::f32>(kv, n_pos, q, n_q, out, scratch);
-    case KvCacheType::f16:
-      return attention_type<KvCacheType::f16>(kv, n_pos, q, n_q, out, scratch);
-    case KvCacheType::q8:
-      return attention_type<KvCacheType::q8>(kv, n_pos, q, n_q, out, scratch);
-  }
-}
+extern const AttentionKernel kAttentionAvx2 = {scores_any, values_any};
 
 }  // namespace bitnet

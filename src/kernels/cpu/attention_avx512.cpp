@@ -11,7 +11,6 @@
 namespace bitnet {
 namespace {
 
-constexpr int kMaxHeads = 4;
 // Keys and values stream from DRAM (the cache is mapped in 4 KiB pages, see KvCache): prefetching
 // this far ahead keeps enough misses in flight to approach the read bandwidth.
 constexpr int64_t kPrefetchBytes = 8192;
@@ -204,8 +203,8 @@ float quantize_weights(float* e, const float* value_scales, int64_t padded) {
   return max_w / kQ8Max;
 }
 
-// Replaces scores s[0, n) by exp(s - max) (zero up to the block end) and returns 1 / their sum.
-float softmax_weights(float* s, int n_pos) {
+// Writes e[0, n) = exp(s - max s) (zero up to the block end; e may be s) and returns 1 / sum e.
+float softmax_weights(const float* s, float* e, int n_pos) {
   const int64_t full = n_pos / kLanes * kLanes;
   const __mmask16 tail = static_cast<__mmask16>((1u << (n_pos - full)) - 1);
   __m512 m = _mm512_set1_ps(-INFINITY);
@@ -214,110 +213,113 @@ float softmax_weights(float* s, int n_pos) {
   const __m512 max_s = _mm512_set1_ps(_mm512_reduce_max_ps(m));
   __m512 sum = _mm512_setzero_ps();
   for (int64_t p = 0; p < full; p += kLanes) {
-    const __m512 e = avx512::exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s + p), max_s));
-    _mm512_storeu_ps(s + p, e);
-    sum = _mm512_add_ps(sum, e);
+    const __m512 w = avx512::exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s + p), max_s));
+    _mm512_storeu_ps(e + p, w);
+    sum = _mm512_add_ps(sum, w);
   }
   if (tail) {
-    const __m512 e = _mm512_maskz_mov_ps(
-        tail, avx512::exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s + full), max_s)));
-    _mm512_storeu_ps(s + full, e);
-    sum = _mm512_add_ps(sum, e);
+    const __m512 w = _mm512_maskz_mov_ps(
+        tail, avx512::exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, s + full), max_s)));
+    _mm512_storeu_ps(e + full, w);
+    sum = _mm512_add_ps(sum, w);
   }
   return 1.0f / avx512::reduce_lanes(sum);
 }
 
-template <int H>
-void heads_q8(const KvHeadView& kv, int n_pos, const float* q, float* out, float* s) {
+// Scores of H heads for key blocks [b0, b1).
+template <KvCacheType T, int H>
+void score_range(const KvHeadView& kv, int64_t b0, int64_t b1, const float* q, float* s,
+                 int64_t stride) {
   const int hd = kv.head_dim;
-  const int64_t stride = attention_scratch_floats(1, n_pos), blocks = stride / kKeyBlock;
   const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
-  int32_t pairs[H][kQ8MaxHeadDim / 2];
-  float c[H];
+  int64_t b = b0;
+  if constexpr (T == KvCacheType::q8) {
+    int32_t pairs[H][kQ8MaxHeadDim / 2];
+    float c[H];
 #pragma GCC unroll 16
-  for (int h = 0; h < H; ++h) c[h] = quantize_query_q8(q + h * hd, hd, pairs[h]) * inv_sqrt;
-  int64_t b = 0;
-  for (; b + 2 <= blocks; b += 2) score_blocks_q8<H, 2>(kv, b, pairs, c, s, stride);
-  if (b < blocks) score_blocks_q8<H, 1>(kv, b, pairs, c, s, stride);
-  float out_scale[H];
-#pragma GCC unroll 16
-  for (int h = 0; h < H; ++h) {
-    const float inv_sum = softmax_weights(s + h * stride, n_pos);
-    out_scale[h] = quantize_weights(s + h * stride, kv.value_scales, stride) * inv_sum;
-  }
-  for (int d0 = 0; d0 < hd;) {
-    if (hd - d0 >= 64) {
-      value_chunk_q8<H, 4>(kv, n_pos, s, stride, d0, out_scale, out);
-      d0 += 64;
-    } else {
-      value_chunk_q8<H, 1>(kv, n_pos, s, stride, d0, out_scale, out);
-      d0 += 16;
-    }
+    for (int h = 0; h < H; ++h) c[h] = quantize_query_q8(q + h * hd, hd, pairs[h]) * inv_sqrt;
+    for (; b + 2 <= b1; b += 2) score_blocks_q8<H, 2>(kv, b, pairs, c, s, stride);
+    if (b < b1) score_blocks_q8<H, 1>(kv, b, pairs, c, s, stride);
+  } else {
+    for (; b + 2 <= b1; b += 2) score_blocks<T, H, 2>(kv, b, q, s, stride, inv_sqrt);
+    if (b < b1) score_blocks<T, H, 1>(kv, b, q, s, stride, inv_sqrt);
   }
 }
 
+// Out of H heads for dimensions [d0, d1) from their scores s, through weights e.
 template <KvCacheType T, int H>
-void heads(const KvHeadView& kv, int n_pos, const float* q, float* out, float* s) {
-  if constexpr (T == KvCacheType::q8) {
-    heads_q8<H>(kv, n_pos, q, out, s);
-  } else {
-    const int hd = kv.head_dim;
-    const int64_t stride = attention_scratch_floats(1, n_pos), blocks = stride / kKeyBlock;
-    const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
-    int64_t b = 0;
-    for (; b + 2 <= blocks; b += 2) score_blocks<T, H, 2>(kv, b, q, s, stride, inv_sqrt);
-    if (b < blocks) score_blocks<T, H, 1>(kv, b, q, s, stride, inv_sqrt);
-    float inv_sum[H];
+void value_range(const KvHeadView& kv, int n_pos, int d0, int d1, const float* s, float* e,
+                 int64_t stride, float* out) {
+  float scale[H];
 #pragma GCC unroll 16
-    for (int h = 0; h < H; ++h) inv_sum[h] = softmax_weights(s + h * stride, n_pos);
-    for (int d0 = 0; d0 < hd;) {
-      if (hd - d0 >= 64) {
-        value_chunk<T, H, 4>(kv, n_pos, s, stride, d0, inv_sum, out);
-        d0 += 64;
-      } else {
-        value_chunk<T, H, 1>(kv, n_pos, s, stride, d0, inv_sum, out);
-        d0 += 16;
-      }
+  for (int h = 0; h < H; ++h) {
+    scale[h] = softmax_weights(s + h * stride, e + h * stride, n_pos);
+    if constexpr (T == KvCacheType::q8)
+      scale[h] = quantize_weights(e + h * stride, kv.value_scales, stride) * scale[h];
+  }
+  for (int d = d0; d < d1;) {
+    if (d1 - d >= 64) {
+      if constexpr (T == KvCacheType::q8)
+        value_chunk_q8<H, 4>(kv, n_pos, e, stride, d, scale, out);
+      else
+        value_chunk<T, H, 4>(kv, n_pos, e, stride, d, scale, out);
+      d += 64;
+    } else {
+      if constexpr (T == KvCacheType::q8)
+        value_chunk_q8<H, 1>(kv, n_pos, e, stride, d, scale, out);
+      else
+        value_chunk<T, H, 1>(kv, n_pos, e, stride, d, scale, out);
+      d += 16;
     }
   }
 }
 
 template <KvCacheType T>
-void attention_type(const KvHeadView& kv, int n_pos, const float* q, int n_q, float* out,
-                    float* scratch) {
-  const int hd = kv.head_dim;
-  for (int h0 = 0; h0 < n_q; h0 += kMaxHeads) {
-    const float* qh = q + static_cast<int64_t>(h0) * hd;
-    float* oh = out + static_cast<int64_t>(h0) * hd;
-    switch (std::min(kMaxHeads, n_q - h0)) {
-      case 1:
-        heads<T, 1>(kv, n_pos, qh, oh, scratch);
-        break;
-      case 2:
-        heads<T, 2>(kv, n_pos, qh, oh, scratch);
-        break;
-      case 3:
-        heads<T, 3>(kv, n_pos, qh, oh, scratch);
-        break;
-      default:
-        heads<T, 4>(kv, n_pos, qh, oh, scratch);
-        break;
-    }
+void scores(const KvHeadView& kv, int n_pos, int64_t b0, int64_t b1, const float* q, int n_q,
+            float* s) {
+  const int64_t stride = attention_scratch_floats(1, n_pos);
+  head_groups(n_q, [&]<int H>(int h0) {
+    score_range<T, H>(kv, b0, b1, q + static_cast<int64_t>(h0) * kv.head_dim, s + h0 * stride,
+                      stride);
+  });
+}
+
+template <KvCacheType T>
+void values(const KvHeadView& kv, int n_pos, int d0, int d1, const float* s, int n_q, float* out,
+            float* weights) {
+  const int64_t stride = attention_scratch_floats(1, n_pos);
+  head_groups(n_q, [&]<int H>(int h0) {
+    value_range<T, H>(kv, n_pos, d0, d1, s + h0 * stride, weights + h0 * stride, stride,
+                      out + static_cast<int64_t>(h0) * kv.head_dim);
+  });
+}
+
+void scores_any(const KvHeadView& kv, int n_pos, int64_t b0, int64_t b1, const float* q, int n_q,
+                float* s) {
+  switch (kv.type) {
+    case KvCacheType::f32:
+      return scores<KvCacheType::f32>(kv, n_pos, b0, b1, q, n_q, s);
+    case KvCacheType::f16:
+      return scores<KvCacheType::f16>(kv, n_pos, b0, b1, q, n_q, s);
+    case KvCacheType::q8:
+      return scores<KvCacheType::q8>(kv, n_pos, b0, b1, q, n_q, s);
+  }
+}
+
+void values_any(const KvHeadView& kv, int n_pos, int d0, int d1, const float* s, int n_q,
+                float* out, float* weights) {
+  switch (kv.type) {
+    case KvCacheType::f32:
+      return values<KvCacheType::f32>(kv, n_pos, d0, d1, s, n_q, out, weights);
+    case KvCacheType::f16:
+      return values<KvCacheType::f16>(kv, n_pos, d0, d1, s, n_q, out, weights);
+    case KvCacheType::q8:
+      return values<KvCacheType::q8>(kv, n_pos, d0, d1, s, n_q, out, weights);
   }
 }
 
 }  // namespace
 
-void attention_avx512(const KvHeadView& kv, int n_pos, const float* q, int n_q, float* out,
-                      float* scratch) {
-  switch (kv.type) {
-    case KvCacheType::f32:
-      return attention_type<KvCacheType::f32>(kv, n_pos, q, n_q, out, scratch);
-    case KvCacheType::f16:
-      return attention_type<KvCacheType::f16>(kv, n_pos, q, n_q, out, scratch);
-    case KvCacheType::q8:
-      return attention_type<KvCacheType::q8>(kv, n_pos, q, n_q, out, scratch);
-  }
-}
+extern const AttentionKernel kAttentionAvx512 = {scores_any, values_any};
 
 }  // namespace bitnet
