@@ -24,8 +24,10 @@ CpuForward::CpuForward(std::shared_ptr<const Model> model, ThreadPool& pool, Cpu
   attn_out_.resize(b * c_.q_dim());
   gate_up_.resize(b * 2 * c_.ffn_dim);
   proj_.resize(b * c_.hidden_dim);
-  scores_.resize(static_cast<size_t>(pool_.size()) *
-                 attention_scratch_floats(c_.n_heads / c_.n_kv_heads, context_length));
+  token_scores_ = attention_scratch_floats(c_.n_heads / c_.n_kv_heads, context_length);
+  scores_per_thread_ = static_cast<size_t>(std::min(max_batch, kAttentionChunk)) *
+                       static_cast<size_t>(token_scores_);
+  scores_.resize(static_cast<size_t>(pool_.size()) * scores_per_thread_);
   shared_scores_.resize(static_cast<size_t>(c_.n_kv_heads) *
                         attention_scratch_floats(c_.n_heads / c_.n_kv_heads, context_length));
   acts_hidden_.resize(max_batch, c_.hidden_dim);
@@ -41,7 +43,6 @@ void CpuForward::attention(const KvCache& kv, int layer, std::span<const BatchTo
   const int group = c_.n_heads / c_.n_kv_heads, hd = c_.head_dim;
   const int qkv_dim = c_.q_dim() + 2 * c_.kv_dim();
   const AttentionKernel kernel = attention_kernel(isa_, hd);
-  const size_t scratch_floats = scores_.size() / static_cast<size_t>(pool_.size());
   auto query = [&](int64_t t, int kvh) {
     return qkv_.data() + t * qkv_dim + static_cast<int64_t>(kvh) * group * hd;
   };
@@ -69,7 +70,7 @@ void CpuForward::attention(const KvCache& kv, int layer, std::span<const BatchTo
     });
     const int dim_step = hd % kAttentionDimStep == 0 ? kAttentionDimStep : hd;
     pool_.run([&](int thread, int n_threads) {
-      float* weights = scores_.data() + static_cast<size_t>(thread) * scratch_floats;
+      float* weights = scores_.data() + static_cast<size_t>(thread) * scores_per_thread_;
       split(hd / dim_step, thread, n_threads, [&](int kvh, int64_t d0, int64_t d1) {
         kernel.values(kv.head(bt.slot, layer, kvh), n_pos, static_cast<int>(d0 * dim_step),
                       static_cast<int>(d1 * dim_step), shared_scores_.data() + kvh * stride, group,
@@ -78,16 +79,36 @@ void CpuForward::attention(const KvCache& kv, int layer, std::span<const BatchTo
     });
     return;
   }
-  const int64_t items = static_cast<int64_t>(batch.size()) * c_.n_kv_heads;
+  // Otherwise items are (chunk of tokens, KV head). A chunk's tokens (a prompt's, in prefill)
+  // take their scores one tile of keys at a time, so that the tile is read from DRAM once and
+  // from L2 by the others. Small batches keep one token per chunk: enough items to balance.
+  const int64_t n = static_cast<int64_t>(batch.size());
+  const int64_t chunk =
+      std::clamp<int64_t>(n / (4 * pool_.size()), 1, std::min(max_batch_, kAttentionChunk));
+  const int64_t items = (n + chunk - 1) / chunk * c_.n_kv_heads;
   pool_.run([&](int thread, int n_threads) {
-    float* scratch = scores_.data() + static_cast<size_t>(thread) * scratch_floats;
+    float* scratch = scores_.data() + static_cast<size_t>(thread) * scores_per_thread_;
     for (int64_t item = items * thread / n_threads; item < items * (thread + 1) / n_threads;
          ++item) {
-      const int64_t t = item / c_.n_kv_heads;
+      const int64_t t0 = item / c_.n_kv_heads * chunk, t1 = std::min(n, t0 + chunk);
       const int kvh = static_cast<int>(item % c_.n_kv_heads);
-      const BatchToken& bt = batch[t];
-      kernel(kv.head(bt.slot, layer, kvh), bt.pos + 1, query(t, kvh), group, output(t, kvh),
-             scratch);
+      int64_t max_blocks = 0;
+      for (int64_t t = t0; t < t1; ++t)
+        max_blocks = std::max(max_blocks, key_blocks(batch[t].pos + 1));
+      for (int64_t b0 = 0; b0 < max_blocks; b0 += kAttentionTileBlocks) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int n_pos = batch[t].pos + 1;  // causal: positions 0..pos
+          const int64_t b1 = std::min(b0 + kAttentionTileBlocks, key_blocks(n_pos));
+          if (b0 < b1)
+            kernel.scores(kv.head(batch[t].slot, layer, kvh), n_pos, b0, b1, query(t, kvh), group,
+                          scratch + (t - t0) * token_scores_);
+        }
+      }
+      for (int64_t t = t0; t < t1; ++t) {
+        float* s = scratch + (t - t0) * token_scores_;
+        kernel.values(kv.head(batch[t].slot, layer, kvh), batch[t].pos + 1, 0, hd, s, group,
+                      output(t, kvh), s);
+      }
     }
   });
 }

@@ -1,6 +1,7 @@
 #include "kernels/cpu/ternary_matmul.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 
 #include "base/thread_pool.h"
@@ -24,9 +25,12 @@ void quantize_activations(const float* x, int64_t x_stride, int64_t n_tokens, in
 
 BITNET_CLONE_PER_ISA void quantize_activation_row(const float* x, int64_t row, QuantizedActs& out) {
   const int64_t cols = out.cols;
-  float max_abs = 0.0f;
-  for (int64_t k = 0; k < cols; ++k) max_abs = std::max(max_abs, std::fabs(x[k]));
-  const float s = 127.0f / std::max(max_abs, 1e-5f);
+  // max |x| on the bits: non-negative floats order as their integer bits, and an integer max
+  // vectorizes where a float max (with its NaN rules) does not.
+  uint32_t max_bits = 0;
+  for (int64_t k = 0; k < cols; ++k)
+    max_bits = std::max(max_bits, std::bit_cast<uint32_t>(x[k]) & 0x7FFFFFFFu);
+  const float s = 127.0f / std::max(std::bit_cast<float>(max_bits), 1e-5f);
   int8_t* q = out.q.data() + row * out.stride;
   int32_t sum = 0;
   // Adding and subtracting 1.5 * 2^23 rounds |v| < 2^22 to an integer, half to even, in the
