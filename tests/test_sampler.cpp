@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <set>
@@ -48,6 +49,22 @@ std::vector<int32_t> draws(const SamplingParams& p, const std::vector<float>& lo
   std::vector<int32_t> out;
   for (int i = 0; i < n; ++i) out.push_back(s.sample(logits, {}));
   return out;
+}
+
+TEST(Sampler, ArgmaxIsTheFirstLargestLikeMaxElement) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-50.0f, 50.0f);
+  for (size_t n : {size_t{1}, size_t{7}, size_t{1000}, size_t{128256}}) {
+    std::vector<float> x(n);
+    for (float& v : x) v = u(rng);
+    for (int trial = 0; trial < 3; ++trial) {
+      if (trial == 1) x[n / 2] = x[n - 1] = 1e30f;  // a tie: the first wins
+      if (trial == 2) std::fill(x.begin(), x.end(), -INFINITY), x[n - 1] = -1e-30f;
+      EXPECT_EQ(argmax(x), std::max_element(x.begin(), x.end()) - x.begin()) << n << " " << trial;
+    }
+  }
+  EXPECT_EQ(argmax(std::vector<float>{-1.0f, -0.0f, 0.0f}), 1);  // -0 and +0 tie
+  EXPECT_EQ(argmax(std::vector<float>{-3.0f, -2.0f, -2.5f}), 1);
 }
 
 TEST(Sampler, TemperatureZeroIsArgmaxWithTiesToLowestId) {
