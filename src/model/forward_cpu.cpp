@@ -34,11 +34,10 @@ CpuForward::CpuForward(std::shared_ptr<const Model> model, ThreadPool& pool, Cpu
   acts_ffn_.resize(max_batch, c_.ffn_dim);
 }
 
-// Work items are (token, kv head): the query heads sharing a KV head run together, so each K and
-// V byte is read once per group rather than once per query head. A single token has too few
-// items to balance (5 KV heads on 2 threads is 3 against 2), so its attention runs in two passes
-// split evenly over the threads: scores by key blocks, then outputs by dimensions. Both give the
-// same bits (attention.h).
+// The query heads sharing a KV head run together, so each K and V byte is read once per group
+// rather than once per query head. A single token's KV heads are too few to balance (5 on 2
+// threads is 3 against 2), so its attention runs in two passes split evenly over the threads:
+// scores by key blocks, then outputs by dimensions. Every split gives the same bits (attention.h).
 void CpuForward::attention(const KvCache& kv, int layer, std::span<const BatchToken> batch) {
   const int group = c_.n_heads / c_.n_kv_heads, hd = c_.head_dim;
   const int qkv_dim = c_.q_dim() + 2 * c_.kv_dim();
