@@ -113,9 +113,9 @@ TestResult cpu_batched_decode(const std::shared_ptr<const Model>& model, CpuIsa 
   CpuForward forward(model, pool, isa, std::max(b, prompt), ctx);
   std::vector<float> logits(static_cast<size_t>(b) * c.vocab_size);
   std::vector<int32_t> rows;
-  const double kv_bytes = static_cast<double>(kv.bytes()) / b / ctx;
   return batched_decode(
-      b, depth, n, t, repetitions, random_tokens, weight_bytes, kv_bytes,
+      b, depth, n, t, repetitions, random_tokens, weight_bytes,
+      static_cast<double>(kv.bytes_per_position()),
       [&](std::span<const BatchToken> batch, int first_row, int32_t* next) {
         rows.resize(batch.size() - static_cast<size_t>(first_row));
         std::iota(rows.begin(), rows.end(), first_row);

@@ -51,7 +51,8 @@ void CpuForward::attention(const KvCache& kv, int layer, std::span<const BatchTo
   if (batch.size() == 1 && pool_.size() > 1) {
     const BatchToken& bt = batch[0];
     const int n_pos = bt.pos + 1;  // causal: positions 0..pos
-    const int64_t blocks = key_blocks(n_pos), stride = attention_scratch_floats(group, n_pos);
+    // One KV head's group of query heads takes head_scores floats of shared_scores_.
+    const int64_t blocks = key_blocks(n_pos), head_scores = attention_scratch_floats(group, n_pos);
     auto split = [&](int64_t units_per_head, int thread, int n_threads, auto&& fn) {
       const int64_t units = units_per_head * c_.n_kv_heads;
       const int64_t begin = units * thread / n_threads, end = units * (thread + 1) / n_threads;
@@ -64,7 +65,7 @@ void CpuForward::attention(const KvCache& kv, int layer, std::span<const BatchTo
     pool_.run([&](int thread, int n_threads) {
       split(blocks, thread, n_threads, [&](int kvh, int64_t b0, int64_t b1) {
         kernel.scores(kv.head(bt.slot, layer, kvh), n_pos, b0, b1, query(0, kvh), group,
-                      shared_scores_.data() + kvh * stride);
+                      shared_scores_.data() + kvh * head_scores);
       });
     });
     const int dim_step = hd % kAttentionDimStep == 0 ? kAttentionDimStep : hd;
@@ -72,8 +73,8 @@ void CpuForward::attention(const KvCache& kv, int layer, std::span<const BatchTo
       float* weights = scores_.data() + static_cast<size_t>(thread) * scores_per_thread_;
       split(hd / dim_step, thread, n_threads, [&](int kvh, int64_t d0, int64_t d1) {
         kernel.values(kv.head(bt.slot, layer, kvh), n_pos, static_cast<int>(d0 * dim_step),
-                      static_cast<int>(d1 * dim_step), shared_scores_.data() + kvh * stride, group,
-                      output(0, kvh), weights);
+                      static_cast<int>(d1 * dim_step), shared_scores_.data() + kvh * head_scores,
+                      group, output(0, kvh), weights);
       });
     });
     return;

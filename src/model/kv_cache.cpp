@@ -37,14 +37,14 @@ KvCache::KvCache(const ModelConfig& config, int n_slots, int context_length, KvC
   }
 }
 
-size_t KvCache::bytes_per_position_and_head() const {
-  return 2 * (static_cast<size_t>(head_dim_) * element_bytes_ +
-              (type_ == KvCacheType::q8 ? sizeof(float) : 0));
+size_t KvCache::bytes_per_position() const {
+  return static_cast<size_t>(n_layers_) * n_kv_heads_ * 2 *
+         (static_cast<size_t>(head_dim_) * element_bytes_ +
+          (type_ == KvCacheType::q8 ? sizeof(float) : 0));
 }
 
 size_t KvCache::bytes() const {
-  return static_cast<size_t>(n_slots_) * n_layers_ * n_kv_heads_ * context_length_ *
-         bytes_per_position_and_head();
+  return static_cast<size_t>(n_slots_) * context_length_ * bytes_per_position();
 }
 
 void KvCache::write(int slot, int layer, int pos, const float* k, const float* v) {

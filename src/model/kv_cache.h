@@ -28,8 +28,9 @@ class KvCache {
   int context_length() const { return context_length_; }
   // Bytes of n_slots x context_length positions (the allocation adds up to 15 positions).
   size_t bytes() const;
-  // Bytes attention reads per position, per layer and KV head (keys, values and their scales).
-  size_t bytes_per_position_and_head() const;
+  // Bytes attention reads per position of one slot, over all layers and KV heads (keys, values
+  // and their scales).
+  size_t bytes_per_position() const;
 
   // Stores the keys and values [n_kv_heads][head_dim] of one token.
   void write(int slot, int layer, int pos, const float* k, const float* v);
@@ -46,7 +47,8 @@ class KvCache {
   int n_slots_, n_layers_, n_kv_heads_, head_dim_, context_length_;
   int64_t padded_positions_;  // context_length rounded up to whole key blocks
   size_t element_bytes_;
-  ZeroedBuffer keys_, values_;  // [slot][layer][kv_head][padded_positions x hd]; resident as written
+  ZeroedBuffer keys_,
+      values_;  // [slot][layer][kv_head][padded_positions x hd]; resident as written
   std::vector<float> key_scales_, value_scales_;  // q8: [slot][layer][kv_head][padded_positions]
 };
 

@@ -103,8 +103,7 @@ uint64_t Session::kv_bytes_per_position() const {
 #if BITNET_HAVE_CUDA
   if (state_->cuda) return state_->cuda->kv_bytes_per_position();
 #endif
-  return state_->kv->bytes() / static_cast<uint64_t>(state_->kv->n_slots()) /
-         static_cast<uint64_t>(state_->kv->context_length());
+  return state_->kv->bytes_per_position();
 }
 
 uint64_t Session::weight_bytes_per_token() const {

@@ -19,7 +19,6 @@
 //   out[d] = (sum over chunks of kQ8ValueChunk positions, in order, of
 //             float(sum_p w16[p] v[p][d])) * ((max w / kQ8Max) * (1 / sum e))
 
-#include <algorithm>
 #include <cstdint>
 
 #include "base/cpu_features.h"
@@ -95,28 +94,6 @@ struct AttentionKernel {
     values(kv, n_pos, 0, kv.head_dim, scratch, n_q, out, scratch);
   }
 };
-
-// For the SIMD kernels: calls fn.template operator()<H>(h0) for the groups of H <= 4 query heads
-// starting at h0 that share each K and V load.
-template <class Fn>
-void head_groups(int n_q, Fn&& fn) {
-  for (int h0 = 0; h0 < n_q; h0 += 4) {
-    switch (std::min(4, n_q - h0)) {
-      case 1:
-        fn.template operator()<1>(h0);
-        break;
-      case 2:
-        fn.template operator()<2>(h0);
-        break;
-      case 3:
-        fn.template operator()<3>(h0);
-        break;
-      default:
-        fn.template operator()<4>(h0);
-        break;
-    }
-  }
-}
 
 // The scalar kernel, both passes whole (attention_kernel(CpuIsa::scalar, ...)).
 void attention_scalar(const KvHeadView& kv, int n_pos, const float* q, int n_q, float* out,

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/cpu/attention.h"
+#include "kernels/cpu/attention_simd.h"
 #include "kernels/cpu/simd_avx512.h"
 
 namespace bitnet {
@@ -226,100 +226,59 @@ float softmax_weights(const float* s, float* e, int n_pos) {
   return 1.0f / avx512::reduce_lanes(sum);
 }
 
-// Scores of H heads for key blocks [b0, b1).
-template <KvCacheType T, int H>
-void score_range(const KvHeadView& kv, int64_t b0, int64_t b1, const float* q, float* s,
-                 int64_t stride) {
-  const int hd = kv.head_dim;
-  const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
-  int64_t b = b0;
-  if constexpr (T == KvCacheType::q8) {
-    int32_t pairs[H][kQ8MaxHeadDim / 2];
-    float c[H];
+// The passes SimdAttention runs for each group of heads.
+struct Passes {
+  // Scores of H heads for key blocks [b0, b1).
+  template <KvCacheType T, int H>
+  static void score_range(const KvHeadView& kv, int64_t b0, int64_t b1, const float* q, float* s,
+                          int64_t stride) {
+    const int hd = kv.head_dim;
+    const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
+    int64_t b = b0;
+    if constexpr (T == KvCacheType::q8) {
+      int32_t pairs[H][kQ8MaxHeadDim / 2];
+      float c[H];
 #pragma GCC unroll 16
-    for (int h = 0; h < H; ++h) c[h] = quantize_query_q8(q + h * hd, hd, pairs[h]) * inv_sqrt;
-    for (; b + 2 <= b1; b += 2) score_blocks_q8<H, 2>(kv, b, pairs, c, s, stride);
-    if (b < b1) score_blocks_q8<H, 1>(kv, b, pairs, c, s, stride);
-  } else {
-    for (; b + 2 <= b1; b += 2) score_blocks<T, H, 2>(kv, b, q, s, stride, inv_sqrt);
-    if (b < b1) score_blocks<T, H, 1>(kv, b, q, s, stride, inv_sqrt);
-  }
-}
-
-// Out of H heads for dimensions [d0, d1) from their scores s, through weights e.
-template <KvCacheType T, int H>
-void value_range(const KvHeadView& kv, int n_pos, int d0, int d1, const float* s, float* e,
-                 int64_t stride, float* out) {
-  float scale[H];
-#pragma GCC unroll 16
-  for (int h = 0; h < H; ++h) {
-    scale[h] = softmax_weights(s + h * stride, e + h * stride, n_pos);
-    if constexpr (T == KvCacheType::q8)
-      scale[h] = quantize_weights(e + h * stride, kv.value_scales, stride) * scale[h];
-  }
-  for (int d = d0; d < d1;) {
-    if (d1 - d >= 64) {
-      if constexpr (T == KvCacheType::q8)
-        value_chunk_q8<H, 4>(kv, n_pos, e, stride, d, scale, out);
-      else
-        value_chunk<T, H, 4>(kv, n_pos, e, stride, d, scale, out);
-      d += 64;
+      for (int h = 0; h < H; ++h) c[h] = quantize_query_q8(q + h * hd, hd, pairs[h]) * inv_sqrt;
+      for (; b + 2 <= b1; b += 2) score_blocks_q8<H, 2>(kv, b, pairs, c, s, stride);
+      if (b < b1) score_blocks_q8<H, 1>(kv, b, pairs, c, s, stride);
     } else {
-      if constexpr (T == KvCacheType::q8)
-        value_chunk_q8<H, 1>(kv, n_pos, e, stride, d, scale, out);
-      else
-        value_chunk<T, H, 1>(kv, n_pos, e, stride, d, scale, out);
-      d += 16;
+      for (; b + 2 <= b1; b += 2) score_blocks<T, H, 2>(kv, b, q, s, stride, inv_sqrt);
+      if (b < b1) score_blocks<T, H, 1>(kv, b, q, s, stride, inv_sqrt);
     }
   }
-}
 
-template <KvCacheType T>
-void scores(const KvHeadView& kv, int n_pos, int64_t b0, int64_t b1, const float* q, int n_q,
-            float* s) {
-  const int64_t stride = attention_scratch_floats(1, n_pos);
-  head_groups(n_q, [&]<int H>(int h0) {
-    score_range<T, H>(kv, b0, b1, q + static_cast<int64_t>(h0) * kv.head_dim, s + h0 * stride,
-                      stride);
-  });
-}
-
-template <KvCacheType T>
-void values(const KvHeadView& kv, int n_pos, int d0, int d1, const float* s, int n_q, float* out,
-            float* weights) {
-  const int64_t stride = attention_scratch_floats(1, n_pos);
-  head_groups(n_q, [&]<int H>(int h0) {
-    value_range<T, H>(kv, n_pos, d0, d1, s + h0 * stride, weights + h0 * stride, stride,
-                      out + static_cast<int64_t>(h0) * kv.head_dim);
-  });
-}
-
-void scores_any(const KvHeadView& kv, int n_pos, int64_t b0, int64_t b1, const float* q, int n_q,
-                float* s) {
-  switch (kv.type) {
-    case KvCacheType::f32:
-      return scores<KvCacheType::f32>(kv, n_pos, b0, b1, q, n_q, s);
-    case KvCacheType::f16:
-      return scores<KvCacheType::f16>(kv, n_pos, b0, b1, q, n_q, s);
-    case KvCacheType::q8:
-      return scores<KvCacheType::q8>(kv, n_pos, b0, b1, q, n_q, s);
+  // Out of H heads for dimensions [d0, d1) from their scores s, through weights e.
+  template <KvCacheType T, int H>
+  static void value_range(const KvHeadView& kv, int n_pos, int d0, int d1, const float* s, float* e,
+                          int64_t stride, float* out) {
+    float scale[H];
+#pragma GCC unroll 16
+    for (int h = 0; h < H; ++h) {
+      scale[h] = softmax_weights(s + h * stride, e + h * stride, n_pos);
+      if constexpr (T == KvCacheType::q8)
+        scale[h] = quantize_weights(e + h * stride, kv.value_scales, stride) * scale[h];
+    }
+    for (int d = d0; d < d1;) {
+      if (d1 - d >= 64) {
+        if constexpr (T == KvCacheType::q8)
+          value_chunk_q8<H, 4>(kv, n_pos, e, stride, d, scale, out);
+        else
+          value_chunk<T, H, 4>(kv, n_pos, e, stride, d, scale, out);
+        d += 64;
+      } else {
+        if constexpr (T == KvCacheType::q8)
+          value_chunk_q8<H, 1>(kv, n_pos, e, stride, d, scale, out);
+        else
+          value_chunk<T, H, 1>(kv, n_pos, e, stride, d, scale, out);
+        d += 16;
+      }
+    }
   }
-}
-
-void values_any(const KvHeadView& kv, int n_pos, int d0, int d1, const float* s, int n_q,
-                float* out, float* weights) {
-  switch (kv.type) {
-    case KvCacheType::f32:
-      return values<KvCacheType::f32>(kv, n_pos, d0, d1, s, n_q, out, weights);
-    case KvCacheType::f16:
-      return values<KvCacheType::f16>(kv, n_pos, d0, d1, s, n_q, out, weights);
-    case KvCacheType::q8:
-      return values<KvCacheType::q8>(kv, n_pos, d0, d1, s, n_q, out, weights);
-  }
-}
+};
 
 }  // namespace
 
-extern const AttentionKernel kAttentionAvx512 = {scores_any, values_any};
+extern const AttentionKernel kAttentionAvx512 = SimdAttention<Passes>::kernel;
 
 }  // namespace bitnet
