@@ -79,10 +79,14 @@ int check(const CheckArgs& args) {
   tested.n_threads = args.n_threads > 0 ? args.n_threads : physical_core_count();
   tested.kv_cache = parse_kv_cache_type(args.kv_cache);
 
-  ForwardPath reference;  // scalar, one thread, f32 KV
-  const bool same_weights =
-      tested_load.lm_head == LmHeadFormat::bf16 && tested_load.ternary == TernaryFormat::i2;
-  reference.model = same_weights ? tested.model : load_model_with_progress(model_dir, args.quiet);
+  ForwardPath reference;  // scalar, one thread, f32 KV, bf16 lm_head, i2 ternary
+  LoadOptions reference_load;
+  reference_load.lm_head = LmHeadFormat::bf16;
+  reference_load.ternary = TernaryFormat::i2;
+  const bool same_weights = tested_load.lm_head == reference_load.lm_head &&
+                            tested_load.ternary == reference_load.ternary;
+  reference.model =
+      same_weights ? tested.model : load_model_with_progress(model_dir, args.quiet, reference_load);
 
   const Tolerance tolerance{tested.kv_cache == KvCacheType::f32 &&
                             tested_load.lm_head == LmHeadFormat::bf16};
