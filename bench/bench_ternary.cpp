@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "base/bandwidth.h"
+#include "base/mapped_file.h"
 #include "base/thread_pool.h"
 #include "kernels/cpu/ternary_matmul.h"
 
@@ -47,18 +48,12 @@ ThreadPool& pool(int threads) {
 TernaryMatrix random_matrix(TernaryFormat format, Shape shape, uint32_t seed) {
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int> trit(-1, 1);
-  TernaryMatrix w;
-  w.rows = shape.rows;
-  w.cols = shape.cols;
-  w.format = format;
-  w.storage.resize(static_cast<size_t>(w.rows * w.row_bytes()));
+  TernaryMatrix w = TernaryMatrix::zeros(format, shape.rows, shape.cols);
   std::vector<int8_t> t(static_cast<size_t>(w.cols));
   for (int64_t r = 0; r < w.rows; ++r) {
     for (auto& v : t) v = static_cast<int8_t>(trit(rng));
-    pack_ternary_row(format, t,
-                     {w.storage.data() + r * w.row_bytes(), static_cast<size_t>(w.row_bytes())});
+    pack_ternary_row(w, r, t);
   }
-  w.packed = w.storage.data();
   w.row_scales.assign(static_cast<size_t>(w.rows), 0.5f);
   return w;
 }
@@ -66,7 +61,7 @@ TernaryMatrix random_matrix(TernaryFormat format, Shape shape, uint32_t seed) {
 // Copies of one matrix filling kRotationBytes; cached for the most recent (format, shape).
 struct Rotation {
   TernaryMatrix original;
-  std::vector<uint8_t> copies;
+  ZeroedBuffer copies;               // in 2 MiB pages, as the mapped weights of a converted model
   std::vector<TernaryMatrix> views;  // non-owning, into copies
 };
 
@@ -81,7 +76,7 @@ const Rotation& rotation(TernaryFormat format, Shape shape) {
   rot->original = random_matrix(format, shape, 42);
   const int64_t bytes = static_cast<int64_t>(rot->original.storage.size());
   const int64_t count = (kRotationBytes + bytes - 1) / bytes;
-  rot->copies.resize(static_cast<size_t>(count * bytes));
+  rot->copies = ZeroedBuffer(static_cast<size_t>(count * bytes), ZeroedBuffer::Pages::huge);
   for (int64_t i = 0; i < count; ++i) {
     std::memcpy(rot->copies.data() + i * bytes, rot->original.storage.data(),
                 static_cast<size_t>(bytes));
@@ -129,7 +124,7 @@ void bench_gemv(benchmark::State& state, TernaryFormat format, TernaryKernel ker
     next = (next + 1) % rot.views.size();
     benchmark::DoNotOptimize(y.data());
   }
-  const double bytes = static_cast<double>(shape.rows * rot.original.row_bytes());
+  const double bytes = static_cast<double>(rot.original.bytes());
   state.counters["GB/s"] = benchmark::Counter(bytes * static_cast<double>(state.iterations()) / 1e9,
                                               benchmark::Counter::kIsRate);
 }

@@ -128,9 +128,11 @@ TEST_F(BlobFileTest, TruncatedFileIsReportedBySize) {
 }
 
 TEST_F(BlobFileTest, OtherVersionIsRefusedWithAdvice) {
-  patch_byte(path_, 8, 0x02);  // version 1 -> 3
+  patch_byte(path_, 8, 0x40);  // another version
   EXPECT_THAT(error_of(path_, pool_),
-              HasSubstr("format version 3, this build reads version 1 (convert the model again)"));
+              HasSubstr("format version " + std::to_string(kBlobFileVersion ^ 0x40) +
+                        ", this build reads version " + std::to_string(kBlobFileVersion) +
+                        " (convert the model again)"));
 }
 
 TEST_F(BlobFileTest, CorruptedBlobOrHeaderFailsItsChecksum) {

@@ -161,18 +161,9 @@ uint32_t seed_of(std::initializer_list<int64_t> parts) {
 // The CPU's i2 matrix of plain ternary values t[rows][cols].
 TernaryMatrix cpu_matrix(const std::vector<int8_t>& t, int64_t rows, int64_t cols,
                          const std::vector<float>& row_scales) {
-  TernaryMatrix w;
-  w.rows = rows;
-  w.cols = cols;
-  w.format = TernaryFormat::i2;
-  const int64_t rb = packed_row_bytes(TernaryFormat::i2, cols);
-  w.storage.assign(static_cast<size_t>(rows * rb), 0);
-  for (int64_t r = 0; r < rows; ++r) {
-    pack_ternary_row(TernaryFormat::i2,
-                     std::span<const int8_t>(t.data() + r * cols, static_cast<size_t>(cols)),
-                     std::span<uint8_t>(w.storage.data() + r * rb, static_cast<size_t>(rb)));
-  }
-  w.packed = w.storage.data();
+  TernaryMatrix w = TernaryMatrix::zeros(TernaryFormat::i2, rows, cols);
+  for (int64_t r = 0; r < rows; ++r)
+    pack_ternary_row(w, r, std::span<const int8_t>(t.data() + r * cols, static_cast<size_t>(cols)));
   w.row_scales = row_scales;
   return w;
 }

@@ -38,18 +38,9 @@ std::vector<float> random_floats(size_t n, std::mt19937& rng, float lo = -3.0f, 
 // A packed matrix built from plain ternary values t[rows][cols].
 TernaryMatrix make_matrix(TernaryFormat format, const std::vector<int8_t>& t, int64_t rows,
                           int64_t cols, std::vector<float> row_scales) {
-  TernaryMatrix w;
-  w.rows = rows;
-  w.cols = cols;
-  w.format = format;
-  const int64_t rb = packed_row_bytes(format, cols);
-  w.storage.assign(static_cast<size_t>(rows * rb), 0xFF);
-  for (int64_t r = 0; r < rows; ++r) {
-    pack_ternary_row(format,
-                     std::span<const int8_t>(t.data() + r * cols, static_cast<size_t>(cols)),
-                     std::span<uint8_t>(w.storage.data() + r * rb, static_cast<size_t>(rb)));
-  }
-  w.packed = w.storage.data();
+  TernaryMatrix w = TernaryMatrix::zeros(format, rows, cols);
+  for (int64_t r = 0; r < rows; ++r)
+    pack_ternary_row(w, r, std::span<const int8_t>(t.data() + r * cols, static_cast<size_t>(cols)));
   w.row_scales = std::move(row_scales);
   return w;
 }
@@ -95,26 +86,37 @@ TEST_P(TernaryPackingTest, RoundTripAndPadding) {
   const TernaryFormat format = GetParam();
   const int64_t block = ternary_block(format);
   std::mt19937 rng(1234);
-  for (int64_t cols : {1, 3, 64, 255, 256, 257, 319, 320, 321, 511, 640, 641, 2560, 6912}) {
-    SCOPED_TRACE(cols);
-    const auto t = random_ternary(static_cast<size_t>(cols), rng);
-    const int64_t padded = padded_cols(format, cols);
-    EXPECT_EQ(padded % block, 0);
-    EXPECT_GE(padded, cols);
-    EXPECT_LT(padded - cols, block);
-    ASSERT_EQ(packed_row_bytes(format, cols), padded / block * 64);
-    EXPECT_GE(activation_stride(cols), padded);
-    std::vector<uint8_t> packed(static_cast<size_t>(packed_row_bytes(format, cols)), 0xFF);
-    pack_ternary_row(format, t, packed);
+  for (int64_t rows : {1, 15, 16, 17, 40}) {
+    for (int64_t cols : {1, 3, 64, 255, 256, 257, 319, 320, 321, 511, 640, 641, 2560, 6912}) {
+      SCOPED_TRACE(::testing::Message() << rows << "x" << cols);
+      const auto t = random_ternary(static_cast<size_t>(rows * cols), rng);
+      const int64_t padded = padded_cols(format, cols);
+      EXPECT_EQ(padded % block, 0);
+      EXPECT_GE(padded, cols);
+      EXPECT_LT(padded - cols, block);
+      ASSERT_EQ(packed_row_bytes(format, cols), padded / block * 64);
+      EXPECT_GE(activation_stride(cols), padded);
+      const TernaryMatrix m = make_matrix(format, t, rows, cols, {});
+      const int64_t padded_rows = (rows + 15) / 16 * 16;
+      ASSERT_EQ(m.bytes(), padded_rows * packed_row_bytes(format, cols));
+      ASSERT_EQ(m.storage.size(), static_cast<size_t>(m.bytes()));
 
-    std::vector<int8_t> back(static_cast<size_t>(cols), 99);
-    unpack_ternary_row(format, packed, back);
-    EXPECT_EQ(back, t);
-    for (int64_t k = 0; k < cols; ++k) ASSERT_EQ(ternary_at(format, packed.data(), k), t[k]) << k;
-    for (int64_t k = cols; k < padded; ++k) ASSERT_EQ(ternary_at(format, packed.data(), k), 0) << k;
-    if (format == TernaryFormat::i2) {
-      for (uint8_t byte : packed)  // no code 3 anywhere
-        for (int i = 0; i < 4; ++i) ASSERT_NE((byte >> (2 * i)) & 3, 3);
+      for (int64_t r = 0; r < padded_rows; ++r) {
+        std::vector<int8_t> back(static_cast<size_t>(cols), 99);
+        unpack_ternary_row(m, r, back);
+        if (r < rows) {
+          ASSERT_TRUE(std::equal(back.begin(), back.end(), t.begin() + r * cols)) << r;
+        } else {  // padding rows are zero weights
+          ASSERT_EQ(back, std::vector<int8_t>(static_cast<size_t>(cols), 0)) << r;
+        }
+        for (int64_t k = 0; k < cols; ++k)
+          ASSERT_EQ(ternary_at(m, r, k), r < rows ? t[r * cols + k] : 0) << r << "," << k;
+        for (int64_t k = cols; k < padded; ++k) ASSERT_EQ(ternary_at(m, r, k), 0) << r << "," << k;
+      }
+      if (format == TernaryFormat::i2) {
+        for (uint8_t byte : m.storage)  // no code 3 anywhere
+          for (int i = 0; i < 4; ++i) ASSERT_NE((byte >> (2 * i)) & 3, 3);
+      }
     }
   }
 }
@@ -138,39 +140,42 @@ TEST(TernaryPacking, T5DigitsOfEveryValue) {
   EXPECT_EQ(kT5ZeroByte, t5_encode(121));
 }
 
+// Where each weight lands, by the formula in ternary_packing.h: byte j of block b of row r is at
+//   ((r / 16 * blocks + b) * 16 + j / 4) * 64 + r % 16 * 4 + j % 4.
 TEST(TernaryPacking, T5DocumentedLayout) {
-  // Byte 64b + j holds weights 320b + 64i + j as digits d_i = t + 1, v = sum d_i * 3^(4 - i).
-  std::vector<int8_t> t(700, 0);
-  t[2] = 1;                 // b 0, i 0, j 2: digit 0 = 2
-  t[64 * 4 + 63] = -1;      // b 0, i 4, j 63: digit 4 = 0
-  t[320 + 64 * 2 + 5] = 1;  // b 1, i 2, j 5: digit 2 = 2
-  std::vector<uint8_t> packed(static_cast<size_t>(packed_row_bytes(TernaryFormat::t5, 700)));
-  ASSERT_EQ(packed.size(), 192u);  // three blocks
-  pack_ternary_row(TernaryFormat::t5, t, packed);
-  for (size_t byte = 0; byte < packed.size(); ++byte) {
+  // Byte j of block b holds weights 320b + 64i + j as digits d_i = t + 1, v = sum d_i * 3^(4 - i).
+  const int64_t rows = 20, cols = 700;  // two groups of three blocks
+  std::vector<int8_t> t(static_cast<size_t>(rows * cols), 0);
+  t[0 * cols + 2] = 1;                  // row 0, b 0, i 0, j 2: digit 0 = 2
+  t[3 * cols + 64 * 4 + 63] = -1;       // row 3, b 0, i 4, j 63: digit 4 = 0
+  t[17 * cols + 320 + 64 * 2 + 5] = 1;  // row 17, b 1, i 2, j 5: digit 2 = 2
+  const TernaryMatrix m = make_matrix(TernaryFormat::t5, t, rows, cols, {});
+  ASSERT_EQ(m.storage.size(), 32u * 192u);  // 32 rows of three blocks
+  for (size_t byte = 0; byte < m.storage.size(); ++byte) {
     int v = 121;
-    if (byte == 2) v += 81;
-    if (byte == 63) v -= 1;
-    if (byte == 64 + 5) v += 9;
-    EXPECT_EQ(packed[byte], t5_encode(v)) << byte;
+    if (byte == 2) v += 81;                             // (0 * 16 + 0) * 64 + 0 * 4 + 2
+    if (byte == 15 * 64 + 3 * 4 + 3) v -= 1;            // j 63: vector 15, lane 3, byte 3
+    if (byte == (4 * 16 + 1) * 64 + 1 * 4 + 1) v += 9;  // group 1 block 1, vector 1, lane 1
+    EXPECT_EQ(m.storage[byte], t5_encode(v)) << byte;
   }
 }
 
-TEST(TernaryPacking, DocumentedBitLayout) {
-  // Weight k = 256b + 64i + j lives at bits 2i..2i+1 of byte 64b + j, as code t + 1.
-  std::vector<int8_t> t(600, 0);
-  t[130] = 1;               // b 0, i 2, j 2
-  t[63] = -1;               // b 0, i 0, j 63
-  t[256 + 64 * 3 + 5] = 1;  // b 1, i 3, j 5
-  std::vector<uint8_t> packed(static_cast<size_t>(packed_row_bytes(TernaryFormat::i2, 600)));
-  ASSERT_EQ(packed.size(), 192u);
-  pack_ternary_row(TernaryFormat::i2, t, packed);
-  for (size_t byte = 0; byte < packed.size(); ++byte) {
+TEST(TernaryPacking, I2DocumentedLayout) {
+  // Weight k = 256b + 64i + j lives at bits 2i..2i+1 of byte j of block b, as code t + 1.
+  const int64_t rows = 18, cols = 600;  // two groups of three blocks
+  std::vector<int8_t> t(static_cast<size_t>(rows * cols), 0);
+  t[0 * cols + 130] = 1;                // row 0, b 0, i 2, j 2
+  t[5 * cols + 63] = -1;                // row 5, b 0, i 0, j 63
+  t[16 * cols + 256 + 64 * 3 + 5] = 1;  // row 16, b 1, i 3, j 5
+  const TernaryMatrix m = make_matrix(TernaryFormat::i2, t, rows, cols, {});
+  ASSERT_EQ(m.storage.size(), 32u * 192u);
+  for (size_t byte = 0; byte < m.storage.size(); ++byte) {
     uint8_t want = 0x55;
     if (byte == 2) want = static_cast<uint8_t>((0x55 & ~(3 << 4)) | (2 << 4));
-    if (byte == 63) want = static_cast<uint8_t>(0x55 & ~3);
-    if (byte == 64 + 5) want = static_cast<uint8_t>((0x55 & ~(3 << 6)) | (2 << 6));
-    EXPECT_EQ(packed[byte], want) << byte;
+    if (byte == 15 * 64 + 5 * 4 + 3) want = static_cast<uint8_t>(0x55 & ~3);
+    if (byte == (4 * 16 + 1) * 64 + 0 * 4 + 1)
+      want = static_cast<uint8_t>((0x55 & ~(3 << 6)) | (2 << 6));
+    EXPECT_EQ(m.storage[byte], want) << byte;
   }
 }
 

@@ -1,7 +1,5 @@
 #include "base/bandwidth.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -9,8 +7,8 @@
 #include <vector>
 
 #include "base/cpu_features.h"
+#include "base/mapped_file.h"
 #include "base/thread_pool.h"
-#include "bitnet/error.h"
 
 namespace bitnet {
 namespace {
@@ -40,12 +38,9 @@ BITNET_CLONE_PER_ISA uint64_t sum_lines(const Line* p, size_t n) {
 }  // namespace
 
 double measure_read_bandwidth(ThreadPool& pool, double seconds) {
-  void* mem =
-      ::mmap(nullptr, kBufferBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) throw Error("bandwidth probe: cannot allocate 1 GiB");
   // 2 MiB pages, as the mapped weights get (MappedFile): 4 KiB pages read measurably slower.
-  ::madvise(mem, kBufferBytes, MADV_HUGEPAGE);
-  auto* lines = static_cast<Line*>(mem);
+  ZeroedBuffer mem(kBufferBytes, ZeroedBuffer::Pages::huge);
+  auto* lines = reinterpret_cast<Line*>(mem.data());
   const size_t n_lines = kBufferBytes / sizeof(Line);
   pool.parallel_for(static_cast<int64_t>(n_lines), 4096, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) lines[i] = Line{} + static_cast<uint64_t>(i);  // fault in
@@ -67,7 +62,6 @@ double measure_read_bandwidth(ThreadPool& pool, double seconds) {
   // The sums keep the reads from being optimized away.
   volatile uint64_t sink = 0;
   for (uint64_t s : sinks) sink = sink + s;
-  ::munmap(mem, kBufferBytes);
   return best;
 }
 

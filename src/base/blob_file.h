@@ -23,7 +23,7 @@
 
 namespace bitnet {
 
-inline constexpr uint32_t kBlobFileVersion = 1;
+inline constexpr uint32_t kBlobFileVersion = 2;
 inline constexpr uint64_t kBlobAlignment = 64;  // a cache line: SIMD loads never straddle two
 
 class ThreadPool;

@@ -65,15 +65,13 @@ void release_pages(std::span<const uint8_t> range) {
   if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
-ZeroedBuffer::ZeroedBuffer(size_t bytes) : size_(bytes) {
+ZeroedBuffer::ZeroedBuffer(size_t bytes, Pages pages) : size_(bytes) {
   if (bytes == 0) return;
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED)
     throw Error("cannot allocate " + std::to_string(bytes >> 20) + " MiB: " + std::strerror(errno));
   data_ = static_cast<uint8_t*>(p);
-  // Writes land sparsely (one position per head per layer); with transparent huge pages each
-  // would make a whole 2 MiB resident.
-  ::madvise(p, bytes, MADV_NOHUGEPAGE);
+  ::madvise(p, bytes, pages == Pages::huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
 }
 
 ZeroedBuffer::ZeroedBuffer(ZeroedBuffer&& other) noexcept

@@ -39,8 +39,12 @@ class MappedFile {
 // for the worst case (a KV cache for the whole context) costs memory in proportion to use.
 class ZeroedBuffer {
  public:
+  // small: 4 KiB pages, for sparse writes (one KV position per head per layer would make a whole
+  // 2 MiB page resident). huge: 2 MiB pages, for buffers streamed whole, as mapped weights are.
+  enum class Pages { small, huge };
+
   ZeroedBuffer() = default;
-  explicit ZeroedBuffer(size_t bytes);
+  explicit ZeroedBuffer(size_t bytes, Pages pages = Pages::small);
   ZeroedBuffer(ZeroedBuffer&& other) noexcept;
   ZeroedBuffer& operator=(ZeroedBuffer&& other) noexcept;
   ZeroedBuffer(const ZeroedBuffer&) = delete;

@@ -61,7 +61,7 @@ void write_converted_model(const Model& model, const std::filesystem::path& toke
     for (int i = 0; i < 4; ++i) {
       const TernaryMatrix& m = w.layers[l].*matrix_member(i);
       writer.add(p + kLayerMatrices[i] + ".packed",
-                 std::span<const uint8_t>(m.packed, static_cast<size_t>(m.rows * m.row_bytes())));
+                 std::span<const uint8_t>(m.packed, static_cast<size_t>(m.bytes())));
       writer.add(p + kLayerMatrices[i] + ".scales", bytes_of(m.row_scales));
       writer.add(p + kLayerNorms[i], bytes_of(w.layers[l].*norm_member(i)));
     }
@@ -145,9 +145,8 @@ std::unique_ptr<Model::Weights> load_converted_weights(const std::shared_ptr<con
         m.rows = shapes[i][0];
         m.cols = shapes[i][1];
         m.format = ternary;
-        m.packed = file->blob(p + kLayerMatrices[i] + ".packed",
-                              static_cast<uint64_t>(m.rows * m.row_bytes()))
-                       .data();
+        m.packed =
+            file->blob(p + kLayerMatrices[i] + ".packed", static_cast<uint64_t>(m.bytes())).data();
         m.row_scales = floats(p + kLayerMatrices[i] + ".scales", m.rows);
         w->layers[l].*norm_member(i) = floats(p + kLayerNorms[i], norm_sizes[i]);
       }

@@ -203,12 +203,7 @@ class Loader {
   }
 
   void allocate(TernaryMatrix& m, int64_t rows, int64_t cols) const {
-    m.rows = rows;
-    m.cols = cols;
-    m.format = options_.ternary_or_default();
-    m.storage.assign(static_cast<size_t>(rows * m.row_bytes()), 0);
-    m.packed = m.storage.data();
-    m.row_scales.assign(static_cast<size_t>(rows), 0.0f);
+    m = TernaryMatrix::zeros(options_.ternary_or_default(), rows, cols);
   }
 
   // Loads linear `prefix` ([out][in] with in == m.cols) into rows [row0, row0 + out) of m.
@@ -268,9 +263,7 @@ class Loader {
           row[k] = static_cast<int8_t>(
               std::clamp(std::nearbyint(float_at(t, r * in + k) * s), -1.0f, 1.0f));
         }
-        pack_ternary_row(
-            m.format, row,
-            {m.storage.data() + (row0 + r) * m.row_bytes(), static_cast<size_t>(m.row_bytes())});
+        pack_ternary_row(m, row0 + r, row);
         m.row_scales[row0 + r] = 1.0f / s;
       }
     });
@@ -294,9 +287,7 @@ class Loader {
           row[k] = static_cast<int8_t>(code - 1);
           nz += code != 1;
         }
-        pack_ternary_row(
-            m.format, row,
-            {m.storage.data() + (row0 + r) * m.row_bytes(), static_cast<size_t>(m.row_bytes())});
+        pack_ternary_row(m, row0 + r, row);
         m.row_scales[row0 + r] = scale;
       }
       nonzero += nz;

@@ -4,7 +4,7 @@ namespace bitnet {
 namespace {
 
 uint64_t ternary_bytes(const TernaryMatrix& m) {
-  return static_cast<uint64_t>(m.rows * m.row_bytes()) + m.row_scales.size() * sizeof(float);
+  return static_cast<uint64_t>(m.bytes()) + m.row_scales.size() * sizeof(float);
 }
 
 uint64_t dense_bytes(const DenseMatrix& m) {

@@ -1,8 +1,8 @@
 #pragma once
 // The "t5" ternary layout: 5 weights per byte (1.6 bits per weight), 20% fewer bytes than i2.
 //
-// A matrix [rows][cols] is stored row by row; each row is a sequence of blocks of
-// kT5Block = 320 weights in 64 bytes. Within block b, byte 64b + j (j < 64) holds the five
+// A row is a sequence of blocks of kT5Block = 320 weights in 64 bytes (how a matrix arranges its
+// rows' blocks: ternary_packing.h). Within block b, byte j (j < 64) holds the five
 // weights k = 320b + 64i + j, i = 0..4, as base-3 digits d_i = t + 1 in {0, 1, 2}, digit 0 the
 // most significant:
 //   v = d_0 * 81 + d_1 * 27 + d_2 * 9 + d_3 * 3 + d_4            (0 <= v < 243)
@@ -48,11 +48,5 @@ constexpr bool t5_code_round_trips() {
 static_assert(t5_code_round_trips(), "every 5-digit value decodes back to its digits");
 
 constexpr uint8_t kT5ZeroByte = t5_encode(121);  // all five digits 1 (t = 0)
-
-inline int t5_ternary_at(const uint8_t* row, int64_t k) {
-  const int64_t b = k / kT5Block, r = k % kT5Block;
-  const int i = static_cast<int>(r / 64), j = static_cast<int>(r % 64);
-  return t5_digit(row[b * kT5BlockBytes + j], i) - 1;
-}
 
 }  // namespace bitnet

@@ -48,12 +48,13 @@ BITNET_CLONE_PER_ISA void quantize_activation_row(const float* x, int64_t row, Q
 
 void ternary_matmul_scalar(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens,
                            float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  std::vector<int8_t> t(static_cast<size_t>(w.cols));
   for (int64_t r = row_begin; r < row_end; ++r) {
-    const uint8_t* row = w.row(r);
+    unpack_ternary_row(w, r, t);
     for (int64_t n = 0; n < n_tokens; ++n) {
       const int8_t* q = acts.q.data() + n * acts.stride;
       int32_t acc = 0;
-      for (int64_t k = 0; k < w.cols; ++k) acc += ternary_at(w.format, row, k) * q[k];
+      for (int64_t k = 0; k < w.cols; ++k) acc += t[k] * q[k];
       y[n * y_stride + r] = static_cast<float>(acc) / acts.scale[n] * w.row_scales[r];
     }
   }

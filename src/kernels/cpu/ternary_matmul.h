@@ -12,17 +12,6 @@ namespace bitnet {
 
 class ThreadPool;
 
-struct TernaryMatrix {
-  int64_t rows = 0, cols = 0;
-  TernaryFormat format = TernaryFormat::i2;
-  const uint8_t* packed = nullptr;  // [rows][packed_row_bytes(format, cols)], ternary_packing.h
-  std::vector<uint8_t> storage;     // owns `packed` unless it points into a mapped file
-  std::vector<float> row_scales;    // [rows]; fused matrices keep each part's weight scale
-
-  int64_t row_bytes() const { return packed_row_bytes(format, cols); }
-  const uint8_t* row(int64_t r) const { return packed + r * row_bytes(); }
-};
-
 // Per-token int8 activations, as transformers' ActQuant:
 //   s = 127 / max(max|x|, 1e-5);  q = clamp(round_half_even(x * s), -128, 127)
 struct QuantizedActs {

@@ -4,14 +4,17 @@
 // is in an anonymous namespace: each includer compiles it with its own target flags, and the
 // linker must never merge the two.
 //
-// A 64-byte block is handled as two 32-byte halves: half h of plane i holds the codes of
-// weights 64i + 32h + [0, 32) (ternary_layout_*.h). R rows x NT tokens at a time share the
-// decoded codes across tokens and the activation loads across rows; horizontal reductions
-// happen once per row after the block loop. The AVX2 path keeps this one kernel for every
-// token count (AVX-512 machines use the register-tiled GEMM of ternary_matmul_avx512.cpp).
+// A row group's 64-byte vector (ternary_packing.h) is handled as two 32-byte halves of 8 rows
+// each, one row per 32-bit lane, multiplied against 4 activations of a token broadcast to every
+// lane. A group is processed one half at a time (the second pass reads the group from L1/L2),
+// NT tokens at once, so codes are decoded once for NT tokens and no horizontal reduction is
+// needed. The AVX2 path keeps this one kernel for every token count (AVX-512 machines use the
+// register-tiled GEMM of ternary_matmul_avx512.cpp).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/cpu/ternary_matmul.h"
 
@@ -50,22 +53,22 @@ struct T5HalfDecoder {
   }
 };
 
-inline int32_t reduce_add(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm_cvtsi128_si32(s);
+inline __m256i broadcast_dword(const int8_t* q) {
+  int32_t four;
+  std::memcpy(&four, q, 4);
+  return _mm256_set1_epi32(four);
 }
 
 // See kGemvPrefetchBytes in ternary_matmul_avx512.cpp.
 constexpr int64_t kYmmPrefetchBytes = 8192;
 
-// Policy for any decoder: codes of each plane times that plane's activations, alternating
-// between two accumulators so consecutive dot products never wait on each other.
+// Policy for any decoder: codes of each plane times that plane's broadcast activations,
+// alternating between two accumulators so consecutive dot products never wait on each other.
 template <class D, class Dot>
 struct CodesPolicy {
   static constexpr int64_t kBlock = D::kBlock;
   static constexpr int64_t kMaxCols = INT64_MAX;
+  // q: token 0's activations for this vector (block start + 4m).
   template <int NT>
   static void accumulate(__m256i bytes, const int8_t* q, int64_t q_stride, __m256i acc[NT][2]) {
     __m256i codes[D::kPlanes];
@@ -73,19 +76,17 @@ struct CodesPolicy {
 #pragma GCC unroll 16
     for (int i = 0; i < D::kPlanes; ++i) {
 #pragma GCC unroll 16
-      for (int n = 0; n < NT; ++n) {
-        const __m256i qv =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + n * q_stride + 64 * i));
-        acc[n][i % 2] = Dot::dot(acc[n][i % 2], codes[i], qv);
-      }
+      for (int n = 0; n < NT; ++n)
+        acc[n][i % 2] =
+            Dot::dot(acc[n][i % 2], codes[i], broadcast_dword(q + n * q_stride + 64 * i));
     }
   }
-  static int32_t finish(__m256i a, __m256i b) {
-    return reduce_add(_mm256_add_epi32(a, b));
+  static __m256i finish(__m256i a, __m256i b) {
+    return _mm256_add_epi32(a, b);
   }
 };
 
-// t5 without decoding digits, for exact u8 x s8 dot products (VNNI): see T5CarryGemv in
+// t5 without decoding digits, for exact u8 x s8 dot products (VNNI): see T5Carry in
 // ternary_matmul_avx512.cpp for the identity and its column limit.
 template <class Dot>
 struct T5CarryPolicy {
@@ -99,92 +100,96 @@ struct T5CarryPolicy {
       const __m256i next = _mm256_add_epi8(_mm256_add_epi8(x, x), x);
 #pragma GCC unroll 16
       for (int n = 0; n < NT; ++n) {
-        const __m256i qv =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + n * q_stride + 64 * i));
+        const __m256i qv = broadcast_dword(q + n * q_stride + 64 * i);
         acc[n][0] = Dot::dot(acc[n][0], x, qv);
         acc[n][1] = Dot::dot(acc[n][1], next, qv);
       }
       x = next;
     }
   }
-  static int32_t finish(__m256i a, __m256i b) {
-    const __m256i three_a_minus_b =
-        _mm256_sub_epi32(_mm256_add_epi32(_mm256_add_epi32(a, a), a), b);
-    return reduce_add(three_a_minus_b) >> 8;
+  static __m256i finish(__m256i a, __m256i b) {
+    return _mm256_srai_epi32(_mm256_sub_epi32(_mm256_add_epi32(_mm256_add_epi32(a, a), a), b), 8);
   }
 };
 
-// R rows x NT tokens, two accumulators each.
-template <class P, int R, int NT>
-void rows_times_tokens(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n0, float* y,
-                       int64_t y_stride, int64_t r0) {
-  const int64_t row_bytes = w.row_bytes();
-  const int64_t blocks = row_bytes / 64;
-  const uint8_t* rows = w.row(r0);
+// Rows 16g + 8h .. 16g + 8h + 7 (those in [row_begin, row_end)) for tokens n0 .. n0 + NT. One
+// or two tokens rotate the vectors over U accumulator sets, for 8 independent chains.
+template <class P, int NT>
+void half_group_times_tokens(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n0,
+                             float* y, int64_t y_stride, int64_t g, int h, int64_t row_begin,
+                             int64_t row_end) {
+  const uint8_t* p = w.group(g) + 32 * h;
   const int8_t* q = acts.q.data() + n0 * acts.stride;
-  __m256i acc[R][NT][2];
+  constexpr int U = NT == 1 ? 4 : NT == 2 ? 2 : 1;
+  __m256i acc[U][NT][2];
 #pragma GCC unroll 16
-  for (auto& per_row : acc)
+  for (auto& set : acc)
 #pragma GCC unroll 16
-    for (auto& per_token : per_row) per_token[0] = per_token[1] = _mm256_setzero_si256();
-  for (int64_t b = 0; b < blocks; ++b) {
+    for (auto& per_token : set) per_token[0] = per_token[1] = _mm256_setzero_si256();
+  const int64_t blocks = w.blocks();
+  for (int64_t b = 0; b < blocks; ++b, p += kRowGroup * 64) {
 #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* block = rows + r * row_bytes + b * 64;
-      _mm_prefetch(reinterpret_cast<const char*>(block + kYmmPrefetchBytes), _MM_HINT_T0);
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        P::template accumulate<NT>(
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 32 * h)),
-            q + b * P::kBlock + 32 * h, acts.stride, acc[r]);
-      }
+    for (int m = 0; m < 16; ++m) {
+      if (h == 0)
+        _mm_prefetch(reinterpret_cast<const char*>(p + 64 * m + kYmmPrefetchBytes), _MM_HINT_T0);
+      P::template accumulate<NT>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * m)),
+                                 q + b * P::kBlock + 4 * m, acts.stride, acc[m % U]);
     }
   }
+  const int64_t r0 = g * kRowGroup + 8 * h;
+  const int64_t lo = std::max<int64_t>(row_begin - r0, 0), hi = std::min<int64_t>(row_end - r0, 8);
 #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) {
+  for (int n = 0; n < NT; ++n) {
+    __m256i a = acc[0][n][0], c = acc[0][n][1];
 #pragma GCC unroll 16
-    for (int n = 0; n < NT; ++n) {
-      const int32_t dot = P::finish(acc[r][n][0], acc[r][n][1]) - acts.sum[n0 + n];
-      y[(n0 + n) * y_stride + r0 + r] =
-          static_cast<float>(dot) / acts.scale[n0 + n] * w.row_scales[r0 + r];
+    for (int u = 1; u < U; ++u) {
+      a = _mm256_add_epi32(a, acc[u][n][0]);
+      c = _mm256_add_epi32(c, acc[u][n][1]);
+    }
+    alignas(32) int32_t dot[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(dot), P::finish(a, c));
+    for (int64_t lane = lo; lane < hi; ++lane) {
+      y[(n0 + n) * y_stride + r0 + lane] = static_cast<float>(dot[lane] - acts.sum[n0 + n]) /
+                                           acts.scale[n0 + n] * w.row_scales[r0 + lane];
     }
   }
 }
 
-// R rows at a time (then single rows) for NT tokens.
-template <class P, int R, int NT>
-void rows_loop(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n0, float* y,
-               int64_t y_stride, int64_t row_begin, int64_t row_end) {
-  int64_t r = row_begin;
-  for (; r + R <= row_end; r += R) rows_times_tokens<P, R, NT>(w, acts, n0, y, y_stride, r);
-  for (; r < row_end; ++r) rows_times_tokens<P, 1, NT>(w, acts, n0, y, y_stride, r);
+// Every group overlapping [row_begin, row_end), half by half, for NT tokens.
+template <class P, int NT>
+void groups_loop(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n0, float* y,
+                 int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  for (int64_t g = row_begin / kRowGroup; g * kRowGroup < row_end; ++g) {
+    for (int h = 0; h < 2; ++h) {
+      if (g * kRowGroup + 8 * h < row_end && g * kRowGroup + 8 * h + 8 > row_begin)
+        half_group_times_tokens<P, NT>(w, acts, n0, y, y_stride, g, h, row_begin, row_end);
+    }
+  }
 }
 
-// Shapes keep at most 8 accumulators of the 16 ymm registers: 4 rows x 1 token for decoding
-// (activation loads shared by 4 rows), and 1 row x 4 tokens for batches (each row's codes
-// reused by 4 tokens). Batch policy `Batch` decodes codes (once per row for 4 tokens); `Few`
+// At most 8 accumulators of the 16 ymm registers: 1 token for decoding, 4 tokens for batches
+// (each half-vector's codes reused by 4 tokens). Batch policy `Batch` decodes codes; `Few`
 // serves the remaining 1-3 tokens.
 template <class Batch, class Few>
 void matmul_ymm(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens, float* y,
                 int64_t y_stride, int64_t row_begin, int64_t row_end) {
   int64_t n = 0;
   for (; n + 4 <= n_tokens; n += 4)
-    rows_loop<Batch, 1, 4>(w, acts, n, y, y_stride, row_begin, row_end);
+    groups_loop<Batch, 4>(w, acts, n, y, y_stride, row_begin, row_end);
   switch (n_tokens - n) {
     case 3:
-      rows_loop<Few, 1, 3>(w, acts, n, y, y_stride, row_begin, row_end);
+      groups_loop<Few, 3>(w, acts, n, y, y_stride, row_begin, row_end);
       break;
     case 2:
-      rows_loop<Few, 2, 2>(w, acts, n, y, y_stride, row_begin, row_end);
+      groups_loop<Few, 2>(w, acts, n, y, y_stride, row_begin, row_end);
       break;
     case 1:
-      rows_loop<Few, 4, 1>(w, acts, n, y, y_stride, row_begin, row_end);
+      groups_loop<Few, 1>(w, acts, n, y, y_stride, row_begin, row_end);
       break;
     default:
       break;
   }
 }
-
 // T5Few: how 1-3 tokens multiply t5 rows (decoded codes, or the carry identity, which costs two
 // dot products per plane and token but no decoding).
 template <class Dot, class T5Few>

@@ -1,48 +1,48 @@
 #include "kernels/cpu/ternary_packing.h"
 
-#include <algorithm>
-
 namespace bitnet {
 namespace {
 
-void pack_i2(std::span<const int8_t> t, std::span<uint8_t> out) {
-  std::fill(out.begin(), out.end(), kI2ZeroByte);
-  for (size_t k = 0; k < t.size(); ++k) {
-    const size_t b = k / kI2Block, r = k % kI2Block;
-    const int i = static_cast<int>(r / 64);
-    uint8_t& byte = out[b * kI2BlockBytes + r % 64];
-    byte = static_cast<uint8_t>((byte & ~(3 << (2 * i))) | ((t[k] + 1) << (2 * i)));
+// Byte j of block b of a row: its weights are t[block * b + 64 i + j] for each plane i.
+uint8_t encode_byte(TernaryFormat format, std::span<const int8_t> t, int64_t b, int64_t j) {
+  const int64_t block = ternary_block(format);
+  auto code = [&](int i) {
+    const int64_t k = block * b + 64 * i + j;
+    return k < static_cast<int64_t>(t.size()) ? t[k] + 1 : 1;
+  };
+  if (format == TernaryFormat::t5) {
+    int v = 0;
+    for (int i = 0; i < kT5Planes; ++i) v = 3 * v + code(i);
+    return t5_encode(v);
   }
-}
-
-void pack_t5(std::span<const int8_t> t, std::span<uint8_t> out) {
-  const size_t blocks = out.size() / kT5BlockBytes;
-  for (size_t b = 0; b < blocks; ++b) {
-    for (size_t j = 0; j < kT5BlockBytes; ++j) {
-      int v = 0;
-      for (size_t i = 0; i < kT5Planes; ++i) {
-        const size_t k = b * kT5Block + 64 * i + j;
-        v = 3 * v + (k < t.size() ? t[k] + 1 : 1);
-      }
-      out[b * kT5BlockBytes + j] = t5_encode(v);
-    }
-  }
+  int byte = 0;
+  for (int i = 0; i < 4; ++i) byte |= code(i) << (2 * i);
+  return static_cast<uint8_t>(byte);
 }
 
 }  // namespace
 
-void pack_ternary_row(TernaryFormat format, std::span<const int8_t> t, std::span<uint8_t> out) {
-  if (format == TernaryFormat::t5) {
-    pack_t5(t, out);
-  } else {
-    pack_i2(t, out);
-  }
+TernaryMatrix TernaryMatrix::zeros(TernaryFormat format, int64_t rows, int64_t cols) {
+  TernaryMatrix m;
+  m.rows = rows;
+  m.cols = cols;
+  m.format = format;
+  m.storage.assign(static_cast<size_t>(m.bytes()),
+                   format == TernaryFormat::t5 ? kT5ZeroByte : kI2ZeroByte);
+  m.packed = m.storage.data();
+  m.row_scales.assign(static_cast<size_t>(rows), 0.0f);
+  return m;
 }
 
-void unpack_ternary_row(TernaryFormat format, std::span<const uint8_t> packed,
-                        std::span<int8_t> t) {
+void pack_ternary_row(TernaryMatrix& m, int64_t r, std::span<const int8_t> t) {
+  for (int64_t b = 0; b < m.blocks(); ++b)
+    for (int64_t j = 0; j < 64; ++j)
+      m.storage[packed_byte_offset(m, r, b, j)] = encode_byte(m.format, t, b, j);
+}
+
+void unpack_ternary_row(const TernaryMatrix& m, int64_t r, std::span<int8_t> t) {
   for (size_t k = 0; k < t.size(); ++k)
-    t[k] = static_cast<int8_t>(ternary_at(format, packed.data(), static_cast<int64_t>(k)));
+    t[k] = static_cast<int8_t>(ternary_at(m, r, static_cast<int64_t>(k)));
 }
 
 }  // namespace bitnet

@@ -124,7 +124,7 @@ DeviceTernary upload_ternary(const TernaryMatrix& m, const std::vector<int64_t>&
     std::vector<int8_t> t(static_cast<size_t>(m.cols));
     for (int64_t g = begin; g < end; ++g) {
       const int64_t r = order[static_cast<size_t>(g)];
-      unpack_ternary_row(m.format, std::span<const uint8_t>(m.row(r), m.row_bytes()), t);
+      unpack_ternary_row(m, r, t);
       cuda_layout::pack_row(t, std::span<uint32_t>(packed.data() + g * words, words));
       scales[static_cast<size_t>(g)] = m.row_scales[static_cast<size_t>(r)];
     }
