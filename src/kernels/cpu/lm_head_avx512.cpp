@@ -49,6 +49,28 @@ void bf16_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) 
   for (int i = 0; i < R; ++i) y[r0 + i] = avx512::reduce_lanes(acc[i]);
 }
 
+// Row sums of int8_rows, stored by a separate function: inlined, its register needs made GCC
+// copy and spill the accumulators inside the multiply loop.
+template <int R, int NT>
+struct Int8Sums {
+  __m512i acc[R][NT];
+};
+
+template <int R, int NT>
+[[gnu::noinline]] void store_int8_rows(const Int8Sums<R, NT>& sums, const LmHead& head,
+                                       const LmHeadInput* in, float* y, int64_t y_stride,
+                                       int64_t r0) {
+  for (int i = 0; i < R; ++i) {
+    for (int n = 0; n < NT; ++n) {
+      const __m512i a = sums.acc[i][n];
+      const int64_t dot =
+          _mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(a))) +
+          _mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(a, 1)));
+      y[n * y_stride + r0 + i] = static_cast<float>(dot) / in[n].scale * head.row_scales[r0 + i];
+    }
+  }
+}
+
 // Each vpdpwssd adds two code x q products into each of 16 int32 lanes; input_limit() keeps a
 // lane's whole sum in range, and the lanes are added in int64. R rows x NT inputs: each code
 // vector is widened once for all NT inputs (batched decode), each input load serves R rows.
@@ -63,33 +85,33 @@ void int8_rows(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_st
     codes[i] = reinterpret_cast<const int8_t*>(head.codes + (r0 + i) * head.row_bytes());
   }
   const int64_t end = head.padded_cols();  // a multiple of 64
-  for (int64_t k = 0; k < end; k += 32) {
-    __m512i w[R];
+  for (int64_t k = 0; k < end; k += 64) {
 #pragma GCC unroll 16
-    for (int i = 0; i < R; ++i) {
-      if (k % 64 == 0)
-        _mm_prefetch(reinterpret_cast<const char*>(codes[i] + k + kPrefetchBytes), _MM_HINT_T0);
-      w[i] =
-          _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes[i] + k)));
-    }
+    for (int i = 0; i < R; ++i)
+      _mm_prefetch(reinterpret_cast<const char*>(codes[i] + k + kPrefetchBytes), _MM_HINT_T0);
+#pragma GCC unroll 2
+    for (int half = 0; half < 64; half += 32) {
+      __m512i w[R];
 #pragma GCC unroll 16
-    for (int n = 0; n < NT; ++n) {
-      __m512i q = _mm512_loadu_si512(in[n].q.data() + k);
-      __asm__("" : "+v"(q));  // one load for the R rows, not one folded into each vpdpwssd
+      for (int i = 0; i < R; ++i) {
+        w[i] = _mm512_cvtepi8_epi16(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes[i] + k + half)));
+      }
 #pragma GCC unroll 16
-      for (int i = 0; i < R; ++i) acc[i][n] = _mm512_dpwssd_epi32(acc[i][n], w[i], q);
-    }
-  }
+      for (int n = 0; n < NT; ++n) {
+        __m512i q = _mm512_loadu_si512(in[n].q.data() + k + half);
+        __asm__("" : "+v"(q));  // one load for the R rows, not one folded into each vpdpwssd
 #pragma GCC unroll 16
-  for (int i = 0; i < R; ++i) {
-#pragma GCC unroll 16
-    for (int n = 0; n < NT; ++n) {
-      const int64_t dot =
-          _mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc[i][n]))) +
-          _mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(acc[i][n], 1)));
-      y[n * y_stride + r0 + i] = static_cast<float>(dot) / in[n].scale * head.row_scales[r0 + i];
+        for (int i = 0; i < R; ++i) acc[i][n] = _mm512_dpwssd_epi32(acc[i][n], w[i], q);
+      }
     }
   }
+  Int8Sums<R, NT> sums;
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 16
+    for (int n = 0; n < NT; ++n) sums.acc[i][n] = acc[i][n];
+  store_int8_rows<R, NT>(sums, head, in, y, y_stride, r0);
 }
 
 template <int NT>
