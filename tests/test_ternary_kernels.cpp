@@ -417,7 +417,7 @@ TEST_P(TernaryKernelTest, ExtremeValuesDoNotSaturate) {
     const std::vector<int8_t> t(static_cast<size_t>(rows * cols), static_cast<int8_t>(weight));
     const TernaryMatrix w = matrix(t, rows, cols, scales);
     for (int qv : {127, -128}) {
-      for (int64_t n_tokens : {1, 3, 5, 13}) {
+      for (int64_t n_tokens : {1, 3, 4, 5, 13}) {
         SCOPED_TRACE(::testing::Message()
                      << "t = " << weight << ", q = " << qv << ", " << n_tokens << " tokens");
         const QuantizedActs acts =
@@ -442,7 +442,7 @@ TEST_P(TernaryKernelTest, LongRowsStayExact) {
     for (int weight : {1, -1}) {
       const std::vector<int8_t> t(static_cast<size_t>(rows * cols), static_cast<int8_t>(weight));
       const TernaryMatrix w = matrix(t, rows, cols, std::vector<float>(rows, 1.0f));
-      for (int64_t n_tokens : {1, 2, 5}) {
+      for (int64_t n_tokens : {1, 2, 4, 5}) {
         SCOPED_TRACE(::testing::Message()
                      << cols << " cols, t = " << weight << ", " << n_tokens << " tokens");
         const QuantizedActs acts =

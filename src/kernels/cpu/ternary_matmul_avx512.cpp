@@ -6,10 +6,10 @@
 // one row per lane, so no horizontal reduction is ever needed. The kernels compute sum(code * q)
 // with codes unsigned and activations signed, and subtract sum(q).
 //
-// GEMV (decode, 1-3 tokens): memory bound. t5 needs no digit decoding (T5Carry); i2 codes are a
+// GEMV (decode, 1-4 tokens): memory bound. t5 needs no digit decoding (T5Carry); i2 codes are a
 // shift and a mask. Each group is read front to back, one prefetched stream.
 //
-// GEMM (prefill and batched decode, >= 4 tokens): compute bound. Two groups (32 rows) are decoded
+// GEMM (prefill and batched decode, >= 5 tokens): compute bound. Two groups (32 rows) are decoded
 // together and each decoded vector is multiplied into T accumulators per group, one per token,
 // against broadcast activations. Up to 12 tokens (batched decode) each vector is decoded and
 // consumed at once, in registers; beyond that a 32-row tile is decoded once into an L2-resident
@@ -364,10 +364,12 @@ void gemm(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens, f
 template <class G, class D>
 void matmul(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens, float* y,
             int64_t y_stride, int64_t row_begin, int64_t row_end) {
-  static_assert(kTernaryGemmMinTokens == 4, "GEMV shapes below cover 1 to 3 tokens");
+  static_assert(kTernaryGemmMinTokens == 5, "GEMV shapes below cover 1 to 4 tokens");
   if (row_begin >= row_end) return;
   if (n_tokens >= kTernaryGemmMinTokens || w.cols > G::kMaxCols) {
     gemm<D>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
+  } else if (n_tokens == 4) {
+    gemv<G, 4>(w, acts, y, y_stride, row_begin, row_end);
   } else if (n_tokens == 3) {
     gemv<G, 3>(w, acts, y, y_stride, row_begin, row_end);
   } else if (n_tokens == 2) {
