@@ -56,7 +56,7 @@ BpeModel::BpeModel(const json& model, const std::string& where) {
     vocab_.emplace(token, id.get<int32_t>());
   }
   for (int byte = 0; byte < 256; ++byte) {
-    const auto it = vocab_.find(std::string(byte_to_byte_level(static_cast<uint8_t>(byte))));
+    const auto it = vocab_.find(byte_to_byte_level(static_cast<uint8_t>(byte)));
     if (it == vocab_.end()) {
       throw Error(where + ".vocab: no token for byte " + std::to_string(byte) +
                   "; byte-level BPE needs all 256");
@@ -69,13 +69,14 @@ BpeModel::BpeModel(const json& model, const std::string& where) {
     throw Error(where + ".merges: expected an array");
   }
   merges_.reserve(merges->size());
+  std::string merged;  // reused: left + right
   for (size_t rank = 0; rank < merges->size(); ++rank) {
     const json& entry = (*merges)[rank];
-    const std::string entry_where = where + ".merges[" + std::to_string(rank) + "]";
-    std::string left, right;
+    const auto entry_where = [&] { return where + ".merges[" + std::to_string(rank) + "]"; };
+    std::string_view left, right;
     if (entry.is_string()) {
       // Byte-level tokens never hold a literal space (it is "Ġ"), so the space is unambiguous.
-      const std::string& text = entry.get_ref<const std::string&>();
+      const std::string_view text = entry.get_ref<const std::string&>();
       const size_t space = text.find(' ');
       if (space != std::string::npos && space > 0 && space + 1 < text.size() &&
           text.find(' ', space + 1) == std::string::npos) {
@@ -84,23 +85,24 @@ BpeModel::BpeModel(const json& model, const std::string& where) {
       }
     } else if (entry.is_array() && entry.size() == 2 && entry[0].is_string() &&
                entry[1].is_string()) {
-      left = entry[0].get<std::string>();
-      right = entry[1].get<std::string>();
+      left = entry[0].get_ref<const std::string&>();
+      right = entry[1].get_ref<const std::string&>();
     }
     if (left.empty() || right.empty()) {
-      throw Error(entry_where + ": expected \"a b\" string or [a, b] array");
+      throw Error(entry_where() + ": expected \"a b\" string or [a, b] array");
     }
-    const auto lookup = [&](const std::string& token, const char* role) {
+    const auto lookup = [&](std::string_view token, const char* role) {
       const auto it = vocab_.find(token);
       if (it == vocab_.end()) {
-        throw Error(entry_where + ": " + role + " token " + in_quotes(token) +
+        throw Error(entry_where() + ": " + role + " token " + in_quotes(token) +
                     " is not in model.vocab");
       }
       return it->second;
     };
     const int32_t left_id = lookup(left, "left");
     const int32_t right_id = lookup(right, "right");
-    const int32_t merged_id = lookup(left + right, "merged");
+    merged.assign(left).append(right);
+    const int32_t merged_id = lookup(merged, "merged");
     // Like HF, a repeated pair takes its last rank.
     merges_[pair_key(left_id, right_id)] = Merge{static_cast<int32_t>(rank), merged_id};
   }

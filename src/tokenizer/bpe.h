@@ -24,8 +24,15 @@ class BpeModel {
   // Appends the ids of one pre-token, given as raw bytes. Thread-safe.
   void encode_piece(std::string_view piece, std::vector<int32_t>& ids) const;
 
+  // Looks up std::string keys by std::string_view, without building a string.
+  struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  using Vocab = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
+
   // Token text (byte-level alphabet, as in tokenizer.json) -> id.
-  const std::unordered_map<std::string, int32_t>& vocab() const { return vocab_; }
+  const Vocab& vocab() const { return vocab_; }
 
  private:
   struct Merge {
@@ -38,7 +45,7 @@ class BpeModel {
   }
   std::vector<int32_t> merge_bytes(std::string_view piece) const;
 
-  std::unordered_map<std::string, int32_t> vocab_;
+  Vocab vocab_;
   std::array<int32_t, 256> byte_ids_{};         // id of each single-byte token
   std::unordered_map<uint64_t, Merge> merges_;  // keyed on pair_key(left id, right id)
   // Llama 3: a pre-token that is itself a vocab entry is emitted whole, skipping the merges.
