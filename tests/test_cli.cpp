@@ -136,7 +136,11 @@ TEST(CliErrors, MissingOrBrokenModel) {
   expect_one_line_error(run_cli({"run", "-m", (tmp / "absent").string(), "-p", "x"}), "absent");
   std::filesystem::create_directories(tmp / "empty");
   expect_one_line_error(run_cli({"run", "-m", (tmp / "empty").string(), "-p", "x"}),
-                        "tokenizer.json");
+                        "config.json: cannot open");
+  std::filesystem::copy(model_dir(), tmp / "no_tokenizer");
+  std::filesystem::remove(tmp / "no_tokenizer" / "tokenizer.json");
+  expect_one_line_error(run_cli({"run", "-m", (tmp / "no_tokenizer").string(), "-p", "x"}),
+                        "tokenizer.json: cannot open");
   std::filesystem::copy(model_dir(), tmp / "broken");
   test::write_file(tmp / "broken" / "config.json", "{ not json");
   expect_one_line_error(run_cli({"run", "-m", (tmp / "broken").string(), "-p", "x"}),

@@ -241,15 +241,11 @@ class ChatLoop {
 
 int chat(const ChatArgs& args) {
   const std::string model_dir = resolve_model_path(args.model).string();
-  const Tokenizer tokenizer = Tokenizer::load(model_dir);
-  const ChatFormat format = choose_chat_format(tokenizer, args.chat_template);
-  // Fails now, not after the (slow) model load, when the tokenizer lacks the chat tokens.
-  const ChatEncoder check_tokenizer_has_chat_tokens(tokenizer, format);
-
   LoadOptions load_options;
   SessionOptions session_options;
   args.session.apply(load_options, session_options);
-  auto model = load_model_with_progress(model_dir, args.quiet, load_options);
+  const auto [model, tokenizer] = load_model_and_tokenizer(model_dir, args.quiet, load_options);
+  const ChatFormat format = choose_chat_format(tokenizer, args.chat_template);
   Session session(model, session_options);
   ChatSession chat(session, tokenizer, format, args.system);
   chat.on_context_trimmed = [](int dropped, int kept) {

@@ -37,14 +37,13 @@ int run(const RunArgs& args) {
     prompt = ss.str();
   }
   const std::string model_dir = resolve_model_path(args.model).string();
-  const Tokenizer tokenizer = Tokenizer::load(model_dir);
-  const std::vector<int32_t> prompt_ids = tokenizer.encode(prompt, !args.no_bos);
-  if (prompt_ids.empty()) throw Error("the prompt is empty (give -p TEXT, or drop --no-bos)");
-
   LoadOptions load_options;
   SessionOptions session_options;
   args.session.apply(load_options, session_options);
-  auto model = load_model_with_progress(model_dir, args.quiet || args.json, load_options);
+  const auto [model, tokenizer] =
+      load_model_and_tokenizer(model_dir, args.quiet || args.json, load_options);
+  const std::vector<int32_t> prompt_ids = tokenizer.encode(prompt, !args.no_bos);
+  if (prompt_ids.empty()) throw Error("the prompt is empty (give -p TEXT, or drop --no-bos)");
   Session session(model, session_options);
   if (static_cast<int>(prompt_ids.size()) > session.context_length()) {
     throw Error("the prompt has " + std::to_string(prompt_ids.size()) +

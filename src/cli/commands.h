@@ -8,6 +8,7 @@
 #include "bitnet/generate.h"
 #include "bitnet/model.h"
 #include "bitnet/session.h"
+#include "bitnet/tokenizer.h"
 
 namespace bitnet::cli {
 
@@ -56,6 +57,15 @@ void add_session_options(CLI::App& cmd, SessionArgs& args);
 // and prints the loader's warnings.
 std::shared_ptr<const Model> load_model_with_progress(const std::string& path, bool quiet,
                                                       LoadOptions options = {});
+
+struct ModelAndTokenizer {
+  std::shared_ptr<const Model> model;
+  Tokenizer tokenizer;
+};
+// load_model_with_progress, with the tokenizer read on another thread meanwhile: the 2B-4T
+// tokenizer.json (9 MB) takes about as long to read as the mapped weights of a converted file.
+ModelAndTokenizer load_model_and_tokenizer(const std::string& path, bool quiet,
+                                           LoadOptions options = {});
 
 // A progress display on stderr: a redrawn bar on a terminal, a few plain lines otherwise.
 class Progress {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <future>
 
 #include "cli/commands.h"
 
@@ -41,6 +42,14 @@ std::shared_ptr<const Model> load_model_with_progress(const std::string& path, b
   for (const std::string& w : model->warnings())
     std::fprintf(stderr, "bitnet: warning: %s\n", w.c_str());
   return model;
+}
+
+ModelAndTokenizer load_model_and_tokenizer(const std::string& path, bool quiet,
+                                           LoadOptions options) {
+  std::future<Tokenizer> tokenizer =
+      std::async(std::launch::async, [&path] { return Tokenizer::load(path); });
+  auto model = load_model_with_progress(path, quiet, std::move(options));
+  return {std::move(model), tokenizer.get()};
 }
 
 }  // namespace bitnet::cli

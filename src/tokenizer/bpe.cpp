@@ -22,7 +22,7 @@ std::string in_quotes(std::string_view text) {
 
 }  // namespace
 
-BpeModel::BpeModel(const json& model, const std::string& where) {
+BpeModel::BpeModel(const json& model, const VocabEntries& vocab, const std::string& where) {
   if (!model.is_object()) throw Error(where + ": expected an object");
   const auto type = model.find("type");
   if (type != model.end() && *type != "BPE") {
@@ -44,16 +44,17 @@ BpeModel::BpeModel(const json& model, const std::string& where) {
     ignore_merges_ = ignore_merges->get<bool>();
   }
 
-  const auto vocab = model.find("vocab");
-  if (vocab == model.end() || !vocab->is_object()) {
+  const auto vocab_object = model.find("vocab");
+  if (vocab_object == model.end() || !vocab_object->is_object()) {
     throw Error(where + ".vocab: expected an object of token -> id");
   }
-  vocab_.reserve(vocab->size());
-  for (const auto& [token, id] : vocab->items()) {
+  vocab_.reserve(vocab.size());
+  for (const auto& [token, id] : vocab) {
     if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
       throw Error(where + ".vocab[" + in_quotes(token) + "]: expected a non-negative integer id");
     }
-    vocab_.emplace(token, id.get<int32_t>());
+    // Like a JSON object, a repeated token keeps its last id.
+    vocab_.insert_or_assign(token, id.get<int32_t>());
   }
   for (int byte = 0; byte < 256; ++byte) {
     const auto it = vocab_.find(byte_to_byte_level(static_cast<uint8_t>(byte)));

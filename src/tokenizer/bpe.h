@@ -1,7 +1,7 @@
 #pragma once
 // Byte-level BPE model: HF tokenizer.json's "model" of type BPE.
 
-#include <nlohmann/json_fwd.hpp>
+#include <nlohmann/json.hpp>
 
 #include <array>
 #include <cstdint>
@@ -9,15 +9,22 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace bitnet::tokenizer {
 
+// model.vocab's entries (token text -> id value, unchecked), in file order: tokenizer.cpp's
+// parser streams them here rather than into a JSON object (a map of 128k tokens made up most of
+// the parse time).
+using VocabEntries = std::vector<std::pair<std::string, nlohmann::json>>;
+
 class BpeModel {
  public:
-  // Parses `model` (`where` names it in errors, e.g. "tokenizer.json: model"). Merges may be
-  // "a b" strings or [a, b] arrays. Every byte must have its byte-level token in the vocab.
-  BpeModel(const nlohmann::json& model, const std::string& where);
+  // Parses `model` (`where` names it in errors, e.g. "tokenizer.json: model"), whose "vocab"
+  // object arrives as `vocab` (model["vocab"] itself is only checked to be an object). Merges may
+  // be "a b" strings or [a, b] arrays. Every byte must have its byte-level token in the vocab.
+  BpeModel(const nlohmann::json& model, const VocabEntries& vocab, const std::string& where);
   BpeModel(const BpeModel&) = delete;
   BpeModel& operator=(const BpeModel&) = delete;
 

@@ -32,6 +32,105 @@ json parse_json(std::string_view text, const std::string& file_name) {
   }
 }
 
+// SAX events of tokenizer.json, built into a JSON document as json::parse would, except that the
+// entries of model.vocab go to a vector (the document gets an empty "vocab" object): building
+// them into a JSON object, a map of 128k strings, took most of the load time.
+class TokenizerJsonReader {
+ public:
+  TokenizerJsonReader(json& doc, tokenizer::VocabEntries& vocab) : dom_(doc), vocab_(vocab) {}
+
+  bool null() { return in_vocab() ? vocab_value(nullptr) : dom_.null(); }
+  bool boolean(bool v) { return in_vocab() ? vocab_value(v) : dom_.boolean(v); }
+  bool number_integer(json::number_integer_t v) {
+    return in_vocab() ? vocab_value(v) : dom_.number_integer(v);
+  }
+  bool number_unsigned(json::number_unsigned_t v) {
+    return in_vocab() ? vocab_value(v) : dom_.number_unsigned(v);
+  }
+  bool number_float(json::number_float_t v, const std::string& text) {
+    return in_vocab() ? vocab_value(v) : dom_.number_float(v, text);
+  }
+  bool string(std::string& v) { return in_vocab() ? vocab_value(v) : dom_.string(v); }
+  bool binary(json::binary_t& v) { return in_vocab() ? vocab_value(nullptr) : dom_.binary(v); }
+
+  bool start_object(std::size_t n) {
+    if (in_vocab()) return enter_nested_in_vocab();
+    if (keys_.size() == 2 && keys_[0] == "model" && keys_[1] == "vocab") {
+      vocab_.clear();  // a repeated "vocab" key: the last one counts, as in a JSON object
+      vocab_depth_ = 1;
+      return dom_.start_object(0) && dom_.end_object();
+    }
+    keys_.emplace_back();
+    return dom_.start_object(n);
+  }
+  bool key(std::string& k) {
+    if (in_vocab()) {
+      if (vocab_depth_ == 1) token_ = k;
+      return true;
+    }
+    keys_.back() = k;
+    return dom_.key(k);
+  }
+  bool end_object() {
+    if (in_vocab()) {
+      --vocab_depth_;
+      return true;
+    }
+    keys_.pop_back();
+    return dom_.end_object();
+  }
+  bool start_array(std::size_t n) {
+    if (in_vocab()) return enter_nested_in_vocab();
+    keys_.emplace_back();  // array elements have no key: nothing below matches model.vocab
+    return dom_.start_array(n);
+  }
+  bool end_array() {
+    if (in_vocab()) {
+      --vocab_depth_;
+      return true;
+    }
+    keys_.pop_back();
+    return dom_.end_array();
+  }
+  template <class Exception>
+  bool parse_error(std::size_t position, const std::string& last_token, const Exception& e) {
+    return dom_.parse_error(position, last_token, e);
+  }
+
+ private:
+  bool in_vocab() const { return vocab_depth_ > 0; }
+  template <class T>
+  bool vocab_value(T&& v) {
+    if (vocab_depth_ == 1) vocab_.emplace_back(token_, json(std::forward<T>(v)));
+    return true;
+  }
+  // An object or array as a vocab value is an error BpeModel reports; its contents are skipped.
+  bool enter_nested_in_vocab() {
+    if (vocab_depth_ == 1) vocab_.emplace_back(token_, json::object());
+    ++vocab_depth_;
+    return true;
+  }
+
+  nlohmann::detail::json_sax_dom_parser<json> dom_;
+  tokenizer::VocabEntries& vocab_;
+  std::vector<std::string> keys_;  // per open container: its current key
+  int vocab_depth_ = 0;            // 1 inside model.vocab, more inside a value nested in it
+  std::string token_;
+};
+
+// tokenizer.json, with model.vocab's entries in `vocab` (see TokenizerJsonReader).
+json parse_tokenizer_json(std::string_view text, const std::string& file_name,
+                          tokenizer::VocabEntries& vocab) {
+  json doc;
+  TokenizerJsonReader reader(doc, vocab);
+  try {
+    json::sax_parse(text, &reader);
+  } catch (const json::parse_error& e) {
+    throw Error(file_name + ": invalid JSON: " + e.what());
+  }
+  return doc;
+}
+
 const json& field_or_null(const json& object, const char* key) {
   static const json null_value;
   const auto it = object.find(key);
@@ -66,8 +165,8 @@ struct AddedToken {
 };
 
 struct Tokenizer::Impl {
-  Impl(const json& tokenizer, const json& config, const std::string& source_name,
-       const std::string& config_name);
+  Impl(const json& tokenizer, const tokenizer::VocabEntries& vocab, const json& config,
+       const std::string& source_name, const std::string& config_name);
 
   void parse_added_tokens(const json& node, const std::string& where);
   void parse_post_processor(const json& node, const std::string& where);
@@ -96,9 +195,10 @@ struct Tokenizer::Impl {
   std::string chat_template;
 };
 
-Tokenizer::Impl::Impl(const json& tokenizer, const json& config, const std::string& source_name,
+Tokenizer::Impl::Impl(const json& tokenizer, const tokenizer::VocabEntries& vocab,
+                      const json& config, const std::string& source_name,
                       const std::string& config_name)
-    : bpe(required_model(tokenizer, source_name), source_name + ": model"),
+    : bpe(required_model(tokenizer, source_name), vocab, source_name + ": model"),
       pre_tokenizer(field_or_null(tokenizer, "pre_tokenizer"), source_name + ": pre_tokenizer") {
   const json& normalizer = field_or_null(tokenizer, "normalizer");
   if (!normalizer.is_null() && !(normalizer.value("type", "") == "Sequence" &&
@@ -311,12 +411,13 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json,
   // Config errors name the file beside source_name.
   const std::string config_name =
       (std::filesystem::path(source_name).parent_path() / "tokenizer_config.json").string();
-  const json tokenizer = parse_json(tokenizer_json, source_name);
+  tokenizer::VocabEntries vocab;
+  const json tokenizer = parse_tokenizer_json(tokenizer_json, source_name, vocab);
   if (!tokenizer.is_object()) throw Error(source_name + ": expected a JSON object");
   const json config =
       tokenizer_config_json.empty() ? json() : parse_json(tokenizer_config_json, config_name);
   try {
-    return Tokenizer(std::make_unique<Impl>(tokenizer, config, source_name, config_name));
+    return Tokenizer(std::make_unique<Impl>(tokenizer, vocab, config, source_name, config_name));
   } catch (const json::exception& e) {  // a field of the wrong JSON type that no check names
     throw Error(source_name + ": " + e.what());
   }
