@@ -57,12 +57,24 @@ MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
-void release_pages(std::span<const uint8_t> range) {
+namespace {
+
+// madvise on the whole pages inside range. Advice only: the kernel may decline.
+void advise_pages(std::span<const uint8_t> range, int advice) {
   const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   const uintptr_t begin = (reinterpret_cast<uintptr_t>(range.data()) + page - 1) / page * page;
   const uintptr_t end = (reinterpret_cast<uintptr_t>(range.data()) + range.size()) / page * page;
-  // Advice only: if the kernel declines, the pages simply stay resident.
-  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, advice);
+}
+
+}  // namespace
+
+void release_pages(std::span<const uint8_t> range) {
+  advise_pages(range, MADV_DONTNEED);
+}
+
+void advise_huge_pages(std::span<const uint8_t> range) {
+  advise_pages(range, MADV_HUGEPAGE);
 }
 
 ZeroedBuffer::ZeroedBuffer(size_t bytes, Pages pages) : size_(bytes) {

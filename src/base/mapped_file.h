@@ -12,6 +12,10 @@ namespace bitnet {
 // the page cache and fault back in on the next read.
 void release_pages(std::span<const uint8_t> range);
 
+// Asks for 2 MiB pages in the whole pages inside range, before they are first written: arrays
+// streamed every token (weights repacked at load) then read without TLB misses. Advice only.
+void advise_huge_pages(std::span<const uint8_t> range);
+
 class MappedFile {
  public:
   MappedFile() = default;

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "base/float16.h"
+#include "base/mapped_file.h"
 #include "kernels/cpu/canonical_math.h"
 
 namespace bitnet {
@@ -41,7 +42,10 @@ LmHead LmHead::allocate(LmHeadFormat format, int64_t rows, int64_t cols) {
   head.format = format;
   head.rows = rows;
   head.cols = cols;
-  head.code_storage.assign(static_cast<size_t>(rows * head.row_bytes()), 0);
+  const auto bytes = static_cast<size_t>(rows * head.row_bytes());
+  head.code_storage.reserve(bytes);
+  advise_huge_pages({head.code_storage.data(), bytes});
+  head.code_storage.assign(bytes, 0);
   head.codes = head.code_storage.data();
   if (format == LmHeadFormat::int8) head.row_scales.assign(static_cast<size_t>(rows), 0.0f);
   if (format == LmHeadFormat::q4)

@@ -1,5 +1,7 @@
 #include "kernels/cpu/ternary_packing.h"
 
+#include "base/mapped_file.h"
+
 namespace bitnet {
 namespace {
 
@@ -27,8 +29,10 @@ TernaryMatrix TernaryMatrix::zeros(TernaryFormat format, int64_t rows, int64_t c
   m.rows = rows;
   m.cols = cols;
   m.format = format;
-  m.storage.assign(static_cast<size_t>(m.bytes()),
-                   format == TernaryFormat::t5 ? kT5ZeroByte : kI2ZeroByte);
+  const auto bytes = static_cast<size_t>(m.bytes());
+  m.storage.reserve(bytes);
+  advise_huge_pages({m.storage.data(), bytes});
+  m.storage.assign(bytes, format == TernaryFormat::t5 ? kT5ZeroByte : kI2ZeroByte);
   m.packed = m.storage.data();
   m.row_scales.assign(static_cast<size_t>(rows), 0.0f);
   return m;
