@@ -59,7 +59,7 @@ inline __m256i broadcast_dword(const int8_t* q) {
   return _mm256_set1_epi32(four);
 }
 
-// See kGemvPrefetchBytes in ternary_matmul_avx512.cpp.
+// See kPrefetchBytes in ternary_matmul_avx512.cpp.
 constexpr int64_t kYmmPrefetchBytes = 8192;
 
 // Policy for any decoder: codes of each plane times that plane's broadcast activations,
