@@ -10,8 +10,16 @@ namespace bitnet {
 
 BITNET_CLONE_PER_ISA void rmsnorm(const float* x, const float* weight, float* out, int64_t n,
                                   float eps) {
+  // Eight running sums, element i in sum i % 8, added in a fixed order at the end: one serial sum
+  // waited on each add's latency. The order is the same in every ISA's clone.
+  constexpr int kLanes = 8;
+  double lane[kLanes] = {};
+  const int64_t full = n / kLanes * kLanes;
+  for (int64_t i = 0; i < full; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) lane[j] += static_cast<double>(x[i + j]) * x[i + j];
+  for (int64_t i = full; i < n; ++i) lane[i - full] += static_cast<double>(x[i]) * x[i];
   double sum_sq = 0.0;
-  for (int64_t i = 0; i < n; ++i) sum_sq += static_cast<double>(x[i]) * x[i];
+  for (double v : lane) sum_sq += v;
   const float variance = static_cast<float>(sum_sq / static_cast<double>(n));
   const float inv_rms = 1.0f / std::sqrt(variance + eps);
   for (int64_t i = 0; i < n; ++i) out[i] = weight[i] * (x[i] * inv_rms);
