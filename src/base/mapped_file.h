@@ -64,4 +64,19 @@ class ZeroedBuffer {
   size_t size_ = 0;
 };
 
+// A ZeroedBuffer of n values of T (trivially copyable, zero when all bytes are zero): scratch
+// arrays sized for the largest batch cost memory and page faults only where a batch writes.
+template <class T>
+class ZeroedArray {
+ public:
+  ZeroedArray() = default;
+  explicit ZeroedArray(size_t n) : buffer_(n * sizeof(T)) {}
+  T* data() { return reinterpret_cast<T*>(buffer_.data()); }
+  const T* data() const { return reinterpret_cast<const T*>(buffer_.data()); }
+  size_t size() const { return buffer_.size() / sizeof(T); }
+
+ private:
+  ZeroedBuffer buffer_;
+};
+
 }  // namespace bitnet

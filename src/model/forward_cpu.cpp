@@ -18,18 +18,19 @@ CpuForward::CpuForward(std::shared_ptr<const Model> model, ThreadPool& pool, Cpu
       max_batch_(max_batch) {
   rope_tables(c_.rope_theta, c_.head_dim, context_length, rope_cos_, rope_sin_);
   const size_t b = static_cast<size_t>(max_batch);
-  x_.resize(b * c_.hidden_dim);
-  xb_.resize(b * std::max(c_.hidden_dim, c_.ffn_dim));
-  qkv_.resize(b * (c_.q_dim() + 2 * c_.kv_dim()));
-  attn_out_.resize(b * c_.q_dim());
-  gate_up_.resize(b * 2 * c_.ffn_dim);
-  proj_.resize(b * c_.hidden_dim);
+  x_ = ZeroedArray<float>(b * c_.hidden_dim);
+  xb_ = ZeroedArray<float>(b * std::max(c_.hidden_dim, c_.ffn_dim));
+  qkv_ = ZeroedArray<float>(b * (c_.q_dim() + 2 * c_.kv_dim()));
+  attn_out_ = ZeroedArray<float>(b * c_.q_dim());
+  gate_up_ = ZeroedArray<float>(b * 2 * c_.ffn_dim);
+  proj_ = ZeroedArray<float>(b * c_.hidden_dim);
   token_scores_ = attention_scratch_floats(c_.n_heads / c_.n_kv_heads, context_length);
   scores_per_thread_ = static_cast<size_t>(std::min(max_batch, kAttentionChunk)) *
                        static_cast<size_t>(token_scores_);
-  scores_.resize(static_cast<size_t>(pool_.size()) * scores_per_thread_);
-  shared_scores_.resize(static_cast<size_t>(c_.n_kv_heads) *
-                        attention_scratch_floats(c_.n_heads / c_.n_kv_heads, context_length));
+  scores_ = ZeroedArray<float>(static_cast<size_t>(pool_.size()) * scores_per_thread_);
+  shared_scores_ =
+      ZeroedArray<float>(static_cast<size_t>(c_.n_kv_heads) *
+                         attention_scratch_floats(c_.n_heads / c_.n_kv_heads, context_length));
   acts_hidden_.resize(max_batch, c_.hidden_dim);
   acts_ffn_.resize(max_batch, c_.ffn_dim);
 }

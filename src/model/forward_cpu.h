@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/cpu_features.h"
+#include "base/mapped_file.h"
 #include "base/thread_pool.h"
 #include "bitnet/model.h"
 #include "kernels/cpu/lm_head.h"
@@ -51,20 +52,21 @@ class CpuForward {
   int max_batch_;
   std::vector<float> rope_cos_, rope_sin_;  // [context_length][head_dim / 2]
 
-  std::vector<float> x_;         // [batch][hidden] residual stream
-  std::vector<float> xb_;        // [batch][max(hidden, ffn)] normed input to a matmul
-  std::vector<float> qkv_;       // [batch][q_dim + 2 kv_dim]
-  std::vector<float> attn_out_;  // [batch][q_dim]
-  std::vector<float> gate_up_;   // [batch][2 ffn]
-  std::vector<float> proj_;      // [batch][hidden] o_proj / down_proj output
+  // Sized for max_batch tokens; only the rows a batch uses are ever touched.
+  ZeroedArray<float> x_;         // [batch][hidden] residual stream
+  ZeroedArray<float> xb_;        // [batch][max(hidden, ffn)] normed input to a matmul
+  ZeroedArray<float> qkv_;       // [batch][q_dim + 2 kv_dim]
+  ZeroedArray<float> attn_out_;  // [batch][q_dim]
+  ZeroedArray<float> gate_up_;   // [batch][2 ffn]
+  ZeroedArray<float> proj_;      // [batch][hidden] o_proj / down_proj output
   // Attention: up to kAttentionChunk tokens share each tile of kAttentionTileBlocks key blocks
   // (512 positions: 128 KiB of f16 keys per KV head, L2-resident).
   static constexpr int kAttentionChunk = 16;
   static constexpr int64_t kAttentionTileBlocks = 32;
   int64_t token_scores_;              // attention_scratch_floats(group, context_length)
   size_t scores_per_thread_;          // min(max_batch, kAttentionChunk) x token_scores_
-  std::vector<float> scores_;         // [threads][scores_per_thread_]
-  std::vector<float> shared_scores_;  // one token's scores, [kv_heads][group][context_length]
+  ZeroedArray<float> scores_;         // [threads][scores_per_thread_]
+  ZeroedArray<float> shared_scores_;  // one token's scores, [kv_heads][group][context_length]
   QuantizedActs acts_hidden_, acts_ffn_;
   std::vector<LmHeadInput> head_inputs_;  // [batch] final-normed rows, as the lm_head reads them
 };
