@@ -73,8 +73,10 @@ void release_pages(std::span<const uint8_t> range) {
   advise_pages(range, MADV_DONTNEED);
 }
 
-void advise_huge_pages(std::span<const uint8_t> range) {
-  advise_pages(range, MADV_HUGEPAGE);
+void assign_in_huge_pages(std::vector<uint8_t>& v, size_t bytes, uint8_t value) {
+  v.reserve(bytes);  // allocated, not yet written
+  advise_pages({v.data(), bytes}, MADV_HUGEPAGE);
+  v.assign(bytes, value);
 }
 
 ZeroedBuffer::ZeroedBuffer(size_t bytes, Pages pages) : size_(bytes) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <span>
+#include <vector>
 
 namespace bitnet {
 
@@ -12,9 +13,9 @@ namespace bitnet {
 // the page cache and fault back in on the next read.
 void release_pages(std::span<const uint8_t> range);
 
-// Asks for 2 MiB pages in the whole pages inside range, before they are first written: arrays
+// v = bytes copies of value, in memory advised to take 2 MiB pages before its first write: arrays
 // streamed every token (weights repacked at load) then read without TLB misses. Advice only.
-void advise_huge_pages(std::span<const uint8_t> range);
+void assign_in_huge_pages(std::vector<uint8_t>& v, size_t bytes, uint8_t value);
 
 class MappedFile {
  public:
@@ -73,7 +74,6 @@ class ZeroedArray {
   explicit ZeroedArray(size_t n) : buffer_(n * sizeof(T)) {}
   T* data() { return reinterpret_cast<T*>(buffer_.data()); }
   const T* data() const { return reinterpret_cast<const T*>(buffer_.data()); }
-  size_t size() const { return buffer_.size() / sizeof(T); }
 
  private:
   ZeroedBuffer buffer_;

@@ -42,10 +42,7 @@ LmHead LmHead::allocate(LmHeadFormat format, int64_t rows, int64_t cols) {
   head.format = format;
   head.rows = rows;
   head.cols = cols;
-  const auto bytes = static_cast<size_t>(rows * head.row_bytes());
-  head.code_storage.reserve(bytes);
-  advise_huge_pages({head.code_storage.data(), bytes});
-  head.code_storage.assign(bytes, 0);
+  assign_in_huge_pages(head.code_storage, static_cast<size_t>(rows * head.row_bytes()), 0);
   head.codes = head.code_storage.data();
   if (format == LmHeadFormat::int8) head.row_scales.assign(static_cast<size_t>(rows), 0.0f);
   if (format == LmHeadFormat::q4)

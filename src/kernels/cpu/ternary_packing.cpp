@@ -29,10 +29,8 @@ TernaryMatrix TernaryMatrix::zeros(TernaryFormat format, int64_t rows, int64_t c
   m.rows = rows;
   m.cols = cols;
   m.format = format;
-  const auto bytes = static_cast<size_t>(m.bytes());
-  m.storage.reserve(bytes);
-  advise_huge_pages({m.storage.data(), bytes});
-  m.storage.assign(bytes, format == TernaryFormat::t5 ? kT5ZeroByte : kI2ZeroByte);
+  assign_in_huge_pages(m.storage, static_cast<size_t>(m.bytes()),
+                       format == TernaryFormat::t5 ? kT5ZeroByte : kI2ZeroByte);
   m.packed = m.storage.data();
   m.row_scales.assign(static_cast<size_t>(rows), 0.0f);
   return m;
