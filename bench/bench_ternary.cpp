@@ -176,6 +176,19 @@ void bench_read_bandwidth(benchmark::State& state, int threads) {
   state.counters["GB/s"] = gbps;
 }
 
+void bench_quantize(benchmark::State& state, CpuIsa isa, int64_t cols) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(cols));
+  for (float& v : x) v = normal(rng);
+  QuantizedActs acts;
+  acts.resize(1, cols);
+  for (auto _ : state) {
+    quantize_activation_row(x.data(), 0, acts, isa);
+    benchmark::DoNotOptimize(acts.sum[0]);
+  }
+}
+
 std::string shape_name(Shape s) {
   return std::to_string(s.rows) + "x" + std::to_string(s.cols);
 }
@@ -203,6 +216,15 @@ const bool registered = [] {
         threads)
         ->Iterations(1)
         ->UseRealTime();
+  }
+  for (CpuIsa isa : {CpuIsa::avx2, CpuIsa::avx512_vnni}) {
+    if (!CpuFeatures::host().supports(isa)) continue;
+    for (int64_t cols : {int64_t{2560}, int64_t{6912}}) {
+      benchmark::RegisterBenchmark(("quantize_activations/" + std::string(isa_name(isa)) + "/" +
+                                    std::to_string(cols))
+                                       .c_str(),
+                                   bench_quantize, isa, cols);
+    }
   }
   const std::vector<TernaryKernel> kernels = timed_kernels();
   for (TernaryFormat format : {TernaryFormat::i2, TernaryFormat::t5}) {

@@ -212,26 +212,37 @@ RefQuant ref_quantize(const float* x, int64_t cols) {
   return r;
 }
 
+// The ISAs this CPU runs: each has its own activation quantization variant.
+std::vector<CpuIsa> host_isas() {
+  std::vector<CpuIsa> isas;
+  for (CpuIsa isa : {CpuIsa::scalar, CpuIsa::avx2, CpuIsa::avx512_vnni})
+    if (CpuFeatures::host().supports(isa)) isas.push_back(isa);
+  return isas;
+}
+
 void expect_matches_reference(const std::vector<float>& x, int64_t n_tokens, int64_t cols,
                               int64_t x_stride) {
-  QuantizedActs acts;
-  quantize_activations(x.data(), x_stride, n_tokens, cols, acts);
-  ASSERT_EQ(acts.cols, cols);
-  ASSERT_EQ(acts.stride, activation_stride(cols));
-  ASSERT_GE(acts.q.size(), static_cast<size_t>(n_tokens * acts.stride));
-  for (int64_t n = 0; n < n_tokens; ++n) {
-    SCOPED_TRACE(n);
-    const RefQuant ref = ref_quantize(x.data() + n * x_stride, cols);
-    EXPECT_EQ(acts.scale[n], ref.scale);
-    EXPECT_EQ(acts.sum[n], ref.sum);
-    for (int64_t k = 0; k < cols; ++k) ASSERT_EQ(acts.q[n * acts.stride + k], ref.q[k]) << k;
-    for (int64_t k = cols; k < acts.stride; ++k) ASSERT_EQ(acts.q[n * acts.stride + k], 0) << k;
+  for (CpuIsa isa : host_isas()) {
+    SCOPED_TRACE(isa_name(isa));
+    QuantizedActs acts;
+    quantize_activations(x.data(), x_stride, n_tokens, cols, acts, isa);
+    ASSERT_EQ(acts.cols, cols);
+    ASSERT_EQ(acts.stride, activation_stride(cols));
+    ASSERT_GE(acts.q.size(), static_cast<size_t>(n_tokens * acts.stride));
+    for (int64_t n = 0; n < n_tokens; ++n) {
+      SCOPED_TRACE(n);
+      const RefQuant ref = ref_quantize(x.data() + n * x_stride, cols);
+      EXPECT_EQ(acts.scale[n], ref.scale);
+      EXPECT_EQ(acts.sum[n], ref.sum);
+      for (int64_t k = 0; k < cols; ++k) ASSERT_EQ(acts.q[n * acts.stride + k], ref.q[k]) << k;
+      for (int64_t k = cols; k < acts.stride; ++k) ASSERT_EQ(acts.q[n * acts.stride + k], 0) << k;
+    }
   }
 }
 
 TEST(QuantizeActivations, MatchesReferenceOnRandomRows) {
   std::mt19937 rng(7);
-  for (int64_t cols : {1, 5, 256, 257, 2560}) {
+  for (int64_t cols : {1, 5, 15, 16, 17, 256, 257, 2560, 6912}) {
     SCOPED_TRACE(cols);
     const int64_t stride = cols + 3;
     auto x = random_floats(static_cast<size_t>(4 * stride), rng);
@@ -258,11 +269,13 @@ TEST(QuantizeActivations, RoundsHalfToEven) {
 
 TEST(QuantizeActivations, ZeroRow) {
   std::vector<float> x(300, 0.0f);
-  QuantizedActs acts;
-  quantize_activations(x.data(), 300, 1, 300, acts);
-  EXPECT_EQ(acts.scale[0], 127.0f / 1e-5f);
-  EXPECT_EQ(acts.sum[0], 0);
-  for (int8_t q : acts.q) ASSERT_EQ(q, 0);
+  for (CpuIsa isa : host_isas()) {
+    QuantizedActs acts;
+    quantize_activations(x.data(), 300, 1, 300, acts, isa);
+    EXPECT_EQ(acts.scale[0], 127.0f / 1e-5f) << isa_name(isa);
+    EXPECT_EQ(acts.sum[0], 0);
+    for (int8_t q : acts.q) ASSERT_EQ(q, 0);
+  }
 }
 
 TEST(QuantizeActivations, ExtremeMagnitudes) {

@@ -146,7 +146,7 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch,
     per_token([&](int64_t t) {
       float* normed = xb_.data() + t * hidden;
       rmsnorm(x_.data() + t * hidden, lw.input_norm.data(), normed, hidden, eps);
-      quantize_activation_row(normed, t, acts_hidden_);
+      quantize_activation_row(normed, t, acts_hidden_, isa_);
     });
     ternary_matmul(pool_, isa_, lw.qkv, acts_hidden_, n, qkv_.data(), qkv_dim);
     per_token([&](int64_t t) {
@@ -165,7 +165,7 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch,
     per_token([&](int64_t t) {
       float* normed = xb_.data() + t * q_dim;
       rmsnorm(attn_out_.data() + t * q_dim, lw.attn_sub_norm.data(), normed, q_dim, eps);
-      quantize_activation_row(normed, t, acts_hidden_);
+      quantize_activation_row(normed, t, acts_hidden_, isa_);
     });
     ternary_matmul(pool_, isa_, lw.o, acts_hidden_, n, proj_.data(), hidden);
 
@@ -177,7 +177,7 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch,
       for (int64_t i = 0; i < hidden; ++i) x[i] += o[i];  // attention residual
       float* normed = xb_.data() + t * hidden;
       rmsnorm(x, lw.post_attn_norm.data(), normed, hidden, eps);
-      quantize_activation_row(normed, t, acts_hidden_);
+      quantize_activation_row(normed, t, acts_hidden_, isa_);
     });
     ternary_matmul(pool_, isa_, lw.gate_up, acts_hidden_, n, gate_up_.data(), 2 * ffn);
     size_for(acts_ffn_, ffn);
@@ -186,7 +186,7 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch,
       float* h = xb_.data() + t * ffn;
       relu2_mul(gate, gate + ffn, h, ffn);
       rmsnorm(h, lw.ffn_sub_norm.data(), h, ffn, eps);
-      quantize_activation_row(h, t, acts_ffn_);
+      quantize_activation_row(h, t, acts_ffn_, isa_);
     });
     ternary_matmul(pool_, isa_, lw.down, acts_ffn_, n, proj_.data(), hidden);
     per_token([&](int64_t t) {

@@ -2,6 +2,8 @@
 // int8 activations x ternary weights, exact int32 accumulation:
 //   y[n][r] = (sum_k q[n][k] * t[r][k]) / act_scale[n] * row_scale[r]
 
+#include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <vector>
 
@@ -24,10 +26,17 @@ struct QuantizedActs {
   void resize(int64_t n_tokens, int64_t n_cols);
 };
 
+// `isa` picks the variant; every variant gives the same bits.
 void quantize_activations(const float* x, int64_t x_stride, int64_t n_tokens, int64_t cols,
-                          QuantizedActs& out);
+                          QuantizedActs& out, CpuIsa isa = CpuFeatures::host().best_isa());
 // One token's row of an already sized `out` (rows may be quantized concurrently).
-void quantize_activation_row(const float* x, int64_t row, QuantizedActs& out);
+void quantize_activation_row(const float* x, int64_t row, QuantizedActs& out,
+                             CpuIsa isa = CpuFeatures::host().best_isa());
+
+// s from max|x| given as its float bits (NaN bits give a NaN scale, as in transformers).
+inline float activation_scale(uint32_t max_abs_bits) {
+  return 127.0f / std::max(std::bit_cast<float>(max_abs_bits), 1e-5f);
+}
 
 // Computes rows [row_begin, row_end) of y for n_tokens tokens.
 using TernaryMatmulFn = void (*)(const TernaryMatrix& w, const QuantizedActs& acts,
