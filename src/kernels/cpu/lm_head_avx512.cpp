@@ -74,8 +74,9 @@ template <int R, int NT>
 // Each vpdpwssd adds two code x q products into each of 16 int32 lanes; input_limit() keeps a
 // lane's whole sum in range, and the lanes are added in int64. R rows x NT inputs: each code
 // vector is widened once for all NT inputs (batched decode), each input load serves R rows.
-template <int R, int NT>
-void int8_rows(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_stride, int64_t r0) {
+template <int R, int NT, bool kAhead>
+void int8_rows(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_stride, int64_t r0,
+               int64_t prefetch_bytes) {
   __m512i acc[R][NT];
   const int8_t* codes[R];
 #pragma GCC unroll 16
@@ -88,7 +89,8 @@ void int8_rows(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_st
   for (int64_t k = 0; k < end; k += 64) {
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i)
-      _mm_prefetch(reinterpret_cast<const char*>(codes[i] + k + kPrefetchBytes), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(codes[i] + k + prefetch_bytes),
+                   kAhead ? _MM_HINT_T1 : _MM_HINT_T0);
 #pragma GCC unroll 2
     for (int half = 0; half < 64; half += 32) {
       __m512i w[R];
@@ -114,13 +116,28 @@ void int8_rows(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_st
   store_int8_rows<R, NT>(sums, head, in, y, y_stride, r0);
 }
 
-template <int NT>
+template <int NT, bool kAhead>
 void int8_run(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_stride,
-              int64_t row_begin, int64_t row_end) {
+              int64_t row_begin, int64_t row_end, int64_t prefetch_bytes) {
   int64_t r = row_begin;
   for (; r + kTileRows <= row_end; r += kTileRows)
-    int8_rows<kTileRows, NT>(head, in, y, y_stride, r);
-  for (; r < row_end; ++r) int8_rows<1, NT>(head, in, y, y_stride, r);
+    int8_rows<kTileRows, NT, kAhead>(head, in, y, y_stride, r, prefetch_bytes);
+  for (; r < row_end; ++r) int8_rows<1, NT, kAhead>(head, in, y, y_stride, r, prefetch_bytes);
+}
+
+// Inputs past the first kMaxInputs take further passes over rows the first pass left in L2; those
+// run bound by compute while memory would idle, so they prefetch the next range of as many rows
+// (the caller's next block of the head) into L2 for the next first pass. 8 inputs, 2 threads:
+// 13.7 -> 12.6 ms per step on average over alternating runs.
+template <int NT>
+void int8_pass(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_stride,
+               int64_t row_begin, int64_t row_end, bool first_pass) {
+  if (first_pass) {
+    int8_run<NT, false>(head, in, y, y_stride, row_begin, row_end, kPrefetchBytes);
+  } else {
+    const int64_t range_bytes = (row_end - row_begin) * head.row_bytes();
+    int8_run<NT, true>(head, in, y, y_stride, row_begin, row_end, range_bytes);
+  }
 }
 
 template <int R>
@@ -180,10 +197,10 @@ void lm_head_matvec_avx512(const LmHead& head, std::span<const LmHeadInput> ins,
     const int n = static_cast<int>(std::min<size_t>(kMaxInputs, ins.size() - n0));
     switch (head.format) {
       case LmHeadFormat::int8:
-        if (n == 4) int8_run<4>(head, in, out, y_stride, row_begin, row_end);
-        if (n == 3) int8_run<3>(head, in, out, y_stride, row_begin, row_end);
-        if (n == 2) int8_run<2>(head, in, out, y_stride, row_begin, row_end);
-        if (n == 1) int8_run<1>(head, in, out, y_stride, row_begin, row_end);
+        if (n == 4) int8_pass<4>(head, in, out, y_stride, row_begin, row_end, n0 == 0);
+        if (n == 3) int8_pass<3>(head, in, out, y_stride, row_begin, row_end, n0 == 0);
+        if (n == 2) int8_pass<2>(head, in, out, y_stride, row_begin, row_end, n0 == 0);
+        if (n == 1) int8_pass<1>(head, in, out, y_stride, row_begin, row_end, n0 == 0);
         break;
       case LmHeadFormat::bf16:
         for (int i = 0; i < n; ++i)
