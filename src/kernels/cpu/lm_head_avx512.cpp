@@ -63,9 +63,10 @@ template <int R, int NT>
   for (int i = 0; i < R; ++i) {
     for (int n = 0; n < NT; ++n) {
       const __m512i a = sums.acc[i][n];
-      const int64_t dot =
-          _mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(a))) +
-          _mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(a, 1)));
+      // Two lanes hold padded_cols / 8 products, which input_limit() keeps within int32.
+      const __m256i pairs =
+          _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
+      const int64_t dot = _mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(pairs));
       y[n * y_stride + r0 + i] = static_cast<float>(dot) / in[n].scale * head.row_scales[r0 + i];
     }
   }
