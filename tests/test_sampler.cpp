@@ -6,12 +6,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <random>
 #include <set>
 #include <vector>
 
 #include "bitnet/error.h"
 #include "bitnet/generate.h"
+#include "runtime/top_candidates.h"
 
 namespace bitnet {
 namespace {
@@ -275,6 +277,104 @@ TEST(SamplingParams, BoundaryValuesAreValid) {
 }
 
 // Dividing logits by a tiny temperature overflows to inf; the sampler must still pick the argmax.
+// The candidate order by std::sort / std::partial_sort with the comparator it stands for.
+std::vector<int32_t> sorted_candidates(const std::vector<float>& logits, size_t k) {
+  std::vector<int32_t> ids(logits.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  auto higher = [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  };
+  k = std::min(k, ids.size());
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<ptrdiff_t>(k), ids.end(), higher);
+  ids.resize(k);
+  return ids;
+}
+
+TEST(TopCandidates, MatchesASortWithTiesToTheLowerId) {
+  std::mt19937 rng(17);
+  for (size_t n : {1, 5, 63, 64, 65, 130, 1000, 128256}) {
+    // Coarse values make many ties; signed zeros tie with each other.
+    std::vector<float> logits = random_logits(n, static_cast<uint32_t>(n));
+    for (float& v : logits) v = std::round(v * 2.0f) / 2.0f;
+    for (size_t i = 0; i < n; i += 7) logits[i] = i % 2 ? -0.0f : 0.0f;
+    if (n > 100) logits[n - 1] = 100.0f;  // the best candidate last: found after many skips
+    for (size_t k : {size_t{1}, size_t{2}, size_t{40}, size_t{64}, size_t{65}, n - 1, n, n + 5}) {
+      if (k == 0) continue;
+      std::vector<int32_t> got;
+      top_candidates(logits, k, got);
+      ASSERT_EQ(got, sorted_candidates(logits, k)) << "n " << n << " k " << k;
+    }
+  }
+  // Logits one ulp apart, the larger ones spread over late chunks.
+  std::vector<float> close(20000, 1.0f);
+  for (size_t i = 500; i < close.size(); i += 997) close[i] = std::nextafter(1.0f, 2.0f);
+  for (size_t i = 0; i < close.size(); i += 53) close[i] = std::nextafter(1.0f, 0.0f);
+  for (size_t k : {1, 5, 40, 100}) {
+    std::vector<int32_t> got;
+    top_candidates(close, k, got);
+    ASSERT_EQ(got, sorted_candidates(close, k)) << "one ulp apart, k " << k;
+  }
+  std::vector<int32_t> got = {1, 2};
+  top_candidates(std::vector<float>{1.0f, 2.0f}, 0, got);
+  EXPECT_TRUE(got.empty());
+}
+
+// The sampler before its candidates came from top_candidates: the same draws for every seed.
+int32_t sorted_sample(const SamplingParams& p, std::vector<float> work, std::mt19937_64& rng) {
+  std::vector<int32_t> ids =
+      sorted_candidates(work, p.top_k > 0 ? static_cast<size_t>(p.top_k) : work.size());
+  size_t n = ids.size();
+  const double max_logit = work[ids[0]];
+  const double inv_temperature = 1.0 / static_cast<double>(p.temperature);
+  std::vector<double> probs(n);
+  double total = 0;
+  for (size_t i = 0; i < n; ++i)
+    total += probs[i] = std::exp((work[ids[i]] - max_logit) * inv_temperature);
+  for (double& q : probs) q /= total;
+  if (p.top_p < 1.0f) {
+    double cum = 0;
+    size_t keep = 0;
+    while (keep < n) {
+      cum += probs[keep++];
+      if (cum >= p.top_p) break;
+    }
+    n = keep;
+  }
+  if (p.min_p > 0) {
+    size_t keep = 1;
+    while (keep < n && probs[keep] >= p.min_p * probs[0]) ++keep;
+    n = keep;
+  }
+  double kept = 0;
+  for (size_t i = 0; i < n; ++i) kept += probs[i];
+  const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53 * kept;
+  double cum = 0;
+  for (size_t i = 0; i < n; ++i) {
+    cum += probs[i];
+    if (u < cum) return ids[i];
+  }
+  return ids[n - 1];
+}
+
+TEST(Sampler, DrawsEqualASortedCandidateList) {
+  std::vector<float> logits = random_logits(5000, 23);
+  for (size_t i = 0; i < logits.size(); i += 3) logits[i] = std::round(logits[i]);  // ties
+  for (int top_k : {0, 1, 40, 4999}) {
+    for (float top_p : {1.0f, 0.9f}) {
+      SamplingParams p = plain(static_cast<uint64_t>(top_k) + 5);
+      p.top_k = top_k;
+      p.top_p = top_p;
+      p.min_p = top_k == 40 ? 0.05f : 0.0f;
+      p.temperature = 0.7f;
+      Sampler sampler(p);
+      std::mt19937_64 rng(p.seed);
+      for (int i = 0; i < 50; ++i)
+        ASSERT_EQ(sampler.sample(logits, {}), sorted_sample(p, logits, rng))
+            << "top_k " << top_k << " top_p " << top_p << " draw " << i;
+    }
+  }
+}
+
 TEST(Sampler, TinyTemperatureBehavesLikeGreedy) {
   SamplingParams p = plain(1);
   p.temperature = 1e-37f;

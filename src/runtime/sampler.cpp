@@ -2,12 +2,13 @@
 #include <bit>
 #include <climits>
 #include <cmath>
-#include <numeric>
+#include <functional>
 #include <unordered_set>
 
 #include "base/cpu_features.h"
 #include "bitnet/error.h"
 #include "bitnet/generate.h"
+#include "runtime/top_candidates.h"
 
 namespace bitnet {
 
@@ -35,7 +36,51 @@ BITNET_CLONE_PER_ISA int32_t max_key(const float* x, size_t n) {
   return best;
 }
 
+// (logit, id) as one integer that orders as the candidates do: higher logit first, then lower id.
+uint64_t rank_key(float logit, int32_t id) {
+  const uint32_t value = static_cast<uint32_t>(order_key(logit)) ^ 0x80000000u;
+  return static_cast<uint64_t>(value) << 32 | static_cast<uint32_t>(~id);
+}
+
+int32_t id_of(uint64_t key) {
+  return static_cast<int32_t>(~static_cast<uint32_t>(key));
+}
+
 }  // namespace
+
+void top_candidates(std::span<const float> logits, size_t k, std::vector<int32_t>& ids) {
+  const size_t n = logits.size();
+  k = std::min(k, n);
+  std::vector<uint64_t> keys;
+  if (k == n) {
+    keys.resize(n);
+    for (size_t i = 0; i < n; ++i) keys[i] = rank_key(logits[i], static_cast<int32_t>(i));
+  } else if (k > 0) {
+    // A min-heap of the best k so far. Ids only grow, so an element whose logit does not beat
+    // the heap's worst is no better than it: whole chunks are skipped on their vectorized max.
+    keys.resize(k);
+    for (size_t i = 0; i < k; ++i) keys[i] = rank_key(logits[i], static_cast<int32_t>(i));
+    std::make_heap(keys.begin(), keys.end(), std::greater<>());
+    constexpr size_t kChunk = 64;
+    for (size_t begin = k; begin < n; begin += kChunk) {
+      const size_t end = std::min(n, begin + kChunk);
+      const uint32_t worst_value = static_cast<uint32_t>(keys.front() >> 32);
+      const uint32_t chunk_best =
+          static_cast<uint32_t>(max_key(logits.data() + begin, end - begin)) ^ 0x80000000u;
+      if (chunk_best <= worst_value) continue;
+      for (size_t i = begin; i < end; ++i) {
+        const uint64_t key = rank_key(logits[i], static_cast<int32_t>(i));
+        if (key <= keys.front()) continue;
+        std::pop_heap(keys.begin(), keys.end(), std::greater<>());
+        keys.back() = key;
+        std::push_heap(keys.begin(), keys.end(), std::greater<>());
+      }
+    }
+  }
+  std::sort(keys.begin(), keys.end(), std::greater<>());
+  ids.resize(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) ids[i] = id_of(keys[i]);
+}
 
 int32_t argmax(std::span<const float> logits) {
   if (logits.empty()) return 0;
@@ -51,9 +96,10 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.se
 
 int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> history) {
   const int32_t vocab = static_cast<int32_t>(logits.size());
-  work_.assign(logits.begin(), logits.end());
+  std::span<const float> view = logits;
 
   if (params_.repeat_penalty != 1.0f && params_.repeat_last_n > 0) {
+    work_.assign(logits.begin(), logits.end());
     std::unordered_set<int32_t> seen;
     const size_t n = std::min(history.size(), static_cast<size_t>(params_.repeat_last_n));
     for (size_t i = history.size() - n; i < history.size(); ++i) {
@@ -62,31 +108,21 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
       float& l = work_[id];
       l = l > 0 ? l / params_.repeat_penalty : l * params_.repeat_penalty;
     }
+    view = work_;
   }
-  if (params_.temperature <= 0) return argmax(work_);
+  if (params_.temperature <= 0) return argmax(view);
 
-  // Candidates sorted by logit, highest first (ties by id, so results do not depend on sort
-  // stability).
-  ids_.resize(static_cast<size_t>(vocab));
-  std::iota(ids_.begin(), ids_.end(), 0);
-  auto higher = [&](int32_t a, int32_t b) {
-    return work_[a] > work_[b] || (work_[a] == work_[b] && a < b);
-  };
+  top_candidates(view, params_.top_k > 0 ? static_cast<size_t>(params_.top_k) : view.size(),
+                 ids_);
   size_t n = ids_.size();
-  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < n) {
-    n = static_cast<size_t>(params_.top_k);
-    std::partial_sort(ids_.begin(), ids_.begin() + static_cast<ptrdiff_t>(n), ids_.end(), higher);
-  } else {
-    std::sort(ids_.begin(), ids_.end(), higher);
-  }
   // Temperature applied inside the exponent, in double: dividing the logits by a tiny
   // temperature first would overflow to inf and turn every probability into NaN.
-  const double max_logit = work_[ids_[0]];
+  const double max_logit = view[ids_[0]];
   const double inv_temperature = 1.0 / static_cast<double>(params_.temperature);
   std::vector<double> probs(n);
   double total = 0;
   for (size_t i = 0; i < n; ++i)
-    total += probs[i] = std::exp((work_[ids_[i]] - max_logit) * inv_temperature);
+    total += probs[i] = std::exp((view[ids_[i]] - max_logit) * inv_temperature);
   for (double& p : probs) p /= total;
 
   if (params_.top_p < 1.0f) {  // smallest prefix whose mass reaches top_p (at least one token)
