@@ -319,62 +319,6 @@ TEST(TopCandidates, MatchesASortWithTiesToTheLowerId) {
   EXPECT_TRUE(got.empty());
 }
 
-// The sampler before its candidates came from top_candidates: the same draws for every seed.
-int32_t sorted_sample(const SamplingParams& p, std::vector<float> work, std::mt19937_64& rng) {
-  std::vector<int32_t> ids =
-      sorted_candidates(work, p.top_k > 0 ? static_cast<size_t>(p.top_k) : work.size());
-  size_t n = ids.size();
-  const double max_logit = work[ids[0]];
-  const double inv_temperature = 1.0 / static_cast<double>(p.temperature);
-  std::vector<double> probs(n);
-  double total = 0;
-  for (size_t i = 0; i < n; ++i)
-    total += probs[i] = std::exp((work[ids[i]] - max_logit) * inv_temperature);
-  for (double& q : probs) q /= total;
-  if (p.top_p < 1.0f) {
-    double cum = 0;
-    size_t keep = 0;
-    while (keep < n) {
-      cum += probs[keep++];
-      if (cum >= p.top_p) break;
-    }
-    n = keep;
-  }
-  if (p.min_p > 0) {
-    size_t keep = 1;
-    while (keep < n && probs[keep] >= p.min_p * probs[0]) ++keep;
-    n = keep;
-  }
-  double kept = 0;
-  for (size_t i = 0; i < n; ++i) kept += probs[i];
-  const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53 * kept;
-  double cum = 0;
-  for (size_t i = 0; i < n; ++i) {
-    cum += probs[i];
-    if (u < cum) return ids[i];
-  }
-  return ids[n - 1];
-}
-
-TEST(Sampler, DrawsEqualASortedCandidateList) {
-  std::vector<float> logits = random_logits(5000, 23);
-  for (size_t i = 0; i < logits.size(); i += 3) logits[i] = std::round(logits[i]);  // ties
-  for (int top_k : {0, 1, 40, 4999}) {
-    for (float top_p : {1.0f, 0.9f}) {
-      SamplingParams p = plain(static_cast<uint64_t>(top_k) + 5);
-      p.top_k = top_k;
-      p.top_p = top_p;
-      p.min_p = top_k == 40 ? 0.05f : 0.0f;
-      p.temperature = 0.7f;
-      Sampler sampler(p);
-      std::mt19937_64 rng(p.seed);
-      for (int i = 0; i < 50; ++i)
-        ASSERT_EQ(sampler.sample(logits, {}), sorted_sample(p, logits, rng))
-            << "top_k " << top_k << " top_p " << top_p << " draw " << i;
-    }
-  }
-}
-
 TEST(Sampler, TinyTemperatureBehavesLikeGreedy) {
   SamplingParams p = plain(1);
   p.temperature = 1e-37f;
