@@ -455,7 +455,7 @@ TEST_P(TernaryKernelTest, LongRowsStayExact) {
     for (int weight : {1, -1}) {
       const std::vector<int8_t> t(static_cast<size_t>(rows * cols), static_cast<int8_t>(weight));
       const TernaryMatrix w = matrix(t, rows, cols, std::vector<float>(rows, 1.0f));
-      for (int64_t n_tokens : {1, 2, 4, 5}) {
+      for (int64_t n_tokens : {1, 2, 4, 5, 9, 13}) {
         SCOPED_TRACE(::testing::Message()
                      << cols << " cols, t = " << weight << ", " << n_tokens << " tokens");
         const QuantizedActs acts =

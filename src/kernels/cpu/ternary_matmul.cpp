@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdlib>
+#include <memory>
+#include <new>
 
 #include "base/thread_pool.h"
 
@@ -62,6 +65,21 @@ void quantize_activation_row(const float* x, int64_t row, QuantizedActs& out, Cp
   } else {
     quantize_row_generic(x, out.cols, q, out.scale[row], out.sum[row]);
   }
+}
+
+uint8_t* ternary_tile_buffer(int64_t bytes) {
+  struct FreeDeleter {
+    void operator()(void* p) const { std::free(p); }
+  };
+  thread_local std::unique_ptr<uint8_t, FreeDeleter> buffer;
+  thread_local int64_t capacity = 0;
+  if (bytes > capacity) {
+    const int64_t rounded = (bytes + 63) / 64 * 64;  // aligned_alloc needs a multiple of 64
+    buffer.reset(static_cast<uint8_t*>(std::aligned_alloc(64, static_cast<size_t>(rounded))));
+    if (!buffer) throw std::bad_alloc();
+    capacity = rounded;
+  }
+  return buffer.get();
 }
 
 void ternary_matmul_scalar(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens,

@@ -68,6 +68,10 @@ TernaryMatmulFn ternary_matmul_kernel(CpuIsa isa);
 // 114-118 tokens/s with the GEMV against 96-100 with the GEMM; at 5 and 6 they were even.
 constexpr int64_t kTernaryGemmMinTokens = 5;
 
+// A per-thread, cache-line aligned scratch buffer of at least `bytes` (grown as needed), where
+// the GEMMs decode a tile of codes once for many tokens.
+uint8_t* ternary_tile_buffer(int64_t bytes);
+
 // The whole matrix, rows split across the pool's threads.
 void ternary_matmul(ThreadPool& pool, CpuIsa isa, const TernaryMatrix& w, const QuantizedActs& acts,
                     int64_t n_tokens, float* y, int64_t y_stride);

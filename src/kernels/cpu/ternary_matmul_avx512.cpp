@@ -18,9 +18,7 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
-#include <memory>
 
 #include "kernels/cpu/ternary_matmul.h"
 
@@ -267,21 +265,6 @@ void gemm_streamed_groups(const TernaryMatrix& w, const QuantizedActs& acts, flo
   store_accumulators<T, NG>(acc, w, acts, 0, g0, row_begin, row_end, y, y_stride);
 }
 
-struct FreeDeleter {
-  void operator()(void* p) const { std::free(p); }
-};
-
-// A per-thread, cache-line aligned buffer for one decoded tile; grows as needed.
-inline uint8_t* tile_buffer(int64_t bytes) {
-  thread_local std::unique_ptr<uint8_t, FreeDeleter> buffer;
-  thread_local int64_t capacity = 0;
-  if (bytes > capacity) {
-    buffer.reset(static_cast<uint8_t*>(std::aligned_alloc(64, static_cast<size_t>(bytes))));
-    capacity = bytes;
-  }
-  return buffer.get();
-}
-
 // Decodes groups g0 .. g0 + n_groups (n_groups <= kTileGroups) into tile[k/4][kTileGroups][64]:
 // step s = k/4 holds the codes of weights 4s .. 4s + 3 of each group's 16 rows. A missing group
 // decodes as zero codes.
@@ -355,7 +338,7 @@ void gemm(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens, f
     return;
   }
   const int64_t steps = w.blocks() * D::kBlock / 4;
-  uint8_t* tile = tile_buffer(steps * kTileGroups * 64);
+  uint8_t* tile = ternary_tile_buffer(steps * kTileGroups * 64);
   for (int64_t g = g_begin; g < g_end; g += kTileGroups) {
     decode_tile<D>(w, g, std::min<int64_t>(kTileGroups, g_end - g), tile);
     for (int64_t n0 = 0; n0 < n_tokens; n0 += kMaxTileTokens) {

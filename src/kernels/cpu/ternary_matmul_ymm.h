@@ -6,10 +6,10 @@
 //
 // A row group's 64-byte vector (ternary_packing.h) is handled as two 32-byte halves of 8 rows
 // each, one row per 32-bit lane, multiplied against 4 activations of a token broadcast to every
-// lane. A group is processed one half at a time (the second pass reads the group from L1/L2),
-// NT tokens at once, so codes are decoded once for NT tokens and no horizontal reduction is
-// needed. The AVX2 path keeps this one kernel for every token count (AVX-512 machines use the
-// register-tiled GEMM of ternary_matmul_avx512.cpp).
+// lane, so no horizontal reduction is needed. Up to 7 tokens, a group is processed one half at a
+// time (the second pass reads the group from L1/L2), NT tokens at once, decoding codes once for
+// NT tokens. From 8 tokens (prefill, large batches) a group is decoded once into a per-thread
+// tile and every token multiplies it from there.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -112,6 +112,20 @@ struct T5CarryPolicy {
   }
 };
 
+// y[n][r] for the rows r = 16g + 8h + lane in [row_begin, row_end), from their sum(code * q).
+inline void store_half_rows(__m256i code_dot, const TernaryMatrix& w, const QuantizedActs& acts,
+                            int64_t n, int64_t g, int h, int64_t row_begin, int64_t row_end,
+                            float* y, int64_t y_stride) {
+  const int64_t r0 = g * kRowGroup + 8 * h;
+  const int64_t lo = std::max<int64_t>(row_begin - r0, 0), hi = std::min<int64_t>(row_end - r0, 8);
+  alignas(32) int32_t dot[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(dot), code_dot);
+  for (int64_t lane = lo; lane < hi; ++lane) {
+    y[n * y_stride + r0 + lane] =
+        static_cast<float>(dot[lane] - acts.sum[n]) / acts.scale[n] * w.row_scales[r0 + lane];
+  }
+}
+
 // Rows 16g + 8h .. 16g + 8h + 7 (those in [row_begin, row_end)) for tokens n0 .. n0 + NT. One
 // or two tokens rotate the vectors over U accumulator sets, for 8 independent chains.
 template <class P, int NT>
@@ -136,8 +150,6 @@ void half_group_times_tokens(const TernaryMatrix& w, const QuantizedActs& acts, 
                                  q + b * P::kBlock + 4 * m, acts.stride, acc[m % U]);
     }
   }
-  const int64_t r0 = g * kRowGroup + 8 * h;
-  const int64_t lo = std::max<int64_t>(row_begin - r0, 0), hi = std::min<int64_t>(row_end - r0, 8);
 #pragma GCC unroll 16
   for (int n = 0; n < NT; ++n) {
     __m256i a = acc[0][n][0], c = acc[0][n][1];
@@ -146,12 +158,7 @@ void half_group_times_tokens(const TernaryMatrix& w, const QuantizedActs& acts, 
       a = _mm256_add_epi32(a, acc[u][n][0]);
       c = _mm256_add_epi32(c, acc[u][n][1]);
     }
-    alignas(32) int32_t dot[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(dot), P::finish(a, c));
-    for (int64_t lane = lo; lane < hi; ++lane) {
-      y[(n0 + n) * y_stride + r0 + lane] = static_cast<float>(dot[lane] - acts.sum[n0 + n]) /
-                                           acts.scale[n0 + n] * w.row_scales[r0 + lane];
-    }
+    store_half_rows(P::finish(a, c), w, acts, n0 + n, g, h, row_begin, row_end, y, y_stride);
   }
 }
 
@@ -163,6 +170,91 @@ void groups_loop(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n0, 
     for (int h = 0; h < 2; ++h) {
       if (g * kRowGroup + 8 * h < row_end && g * kRowGroup + 8 * h + 8 > row_begin)
         half_group_times_tokens<P, NT>(w, acts, n0, y, y_stride, g, h, row_begin, row_end);
+    }
+  }
+}
+
+// From this many tokens each group is decoded once into a per-thread tile and multiplied from
+// there into every token, kYmmTileTokens at a time: decoding a t5 vector costs more than
+// multiplying it into 4 tokens, so decoding it again per 4 tokens bounded prefill. (AVX-VNNI, 1
+// thread, 2560 x 2560, best of 40: 83 -> 101 GMAC/s at 12 tokens, 84 -> 108 at 16, even at 8.)
+constexpr int64_t kYmmTileMinTokens = 8;
+constexpr int kYmmTileTokens = 4;  // 2 x 4 accumulators + 2 codes + 1 broadcast (6: slower)
+
+// Group g's codes for every step s = k / 4: tile[s][h] holds the 32-byte half h (rows 8h ..
+// 8h + 7) of weights 4s .. 4s + 3.
+template <class D>
+void decode_group(const TernaryMatrix& w, int64_t g, uint8_t* tile) {
+  const uint8_t* p = w.group(g);
+  const int64_t blocks = w.blocks();
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int m = 0; m < 16; ++m) {
+      for (int h = 0; h < 2; ++h) {
+        __m256i codes[D::kPlanes];
+        D::decode(_mm256_loadu_si256(
+                      reinterpret_cast<const __m256i*>(p + (b * kRowGroup + m) * 64 + 32 * h)),
+                  codes);
+#pragma GCC unroll 16
+        for (int i = 0; i < D::kPlanes; ++i) {
+          const int64_t step = b * (D::kBlock / 4) + 16 * i + m;
+          _mm256_store_si256(reinterpret_cast<__m256i*>(tile + step * 64 + 32 * h), codes[i]);
+        }
+      }
+    }
+  }
+}
+
+// Tokens n0 .. n0 + NT against a decoded group.
+template <class Dot, int NT>
+void tile_times_tokens(const uint8_t* tile, int64_t steps, const TernaryMatrix& w,
+                       const QuantizedActs& acts, int64_t n0, int64_t g, int64_t row_begin,
+                       int64_t row_end, float* y, int64_t y_stride) {
+  __m256i acc[2][NT];
+#pragma GCC unroll 16
+  for (auto& per_half : acc)
+#pragma GCC unroll 16
+    for (auto& a : per_half) a = _mm256_setzero_si256();
+  const int8_t* q = acts.q.data() + n0 * acts.stride;
+  for (int64_t s = 0; s < steps; ++s) {
+    const __m256i lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(tile + s * 64));
+    const __m256i hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(tile + s * 64 + 32));
+#pragma GCC unroll 16
+    for (int n = 0; n < NT; ++n) {
+      const __m256i qv = broadcast_dword(q + n * acts.stride + 4 * s);
+      acc[0][n] = Dot::dot(acc[0][n], lo, qv);
+      acc[1][n] = Dot::dot(acc[1][n], hi, qv);
+    }
+  }
+  for (int h = 0; h < 2; ++h) {
+#pragma GCC unroll 16
+    for (int n = 0; n < NT; ++n)
+      store_half_rows(acc[h][n], w, acts, n0 + n, g, h, row_begin, row_end, y, y_stride);
+  }
+}
+
+template <class D, class Dot>
+void matmul_tiled(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens, float* y,
+                  int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  const int64_t steps = w.blocks() * D::kBlock / 4;
+  uint8_t* tile = ternary_tile_buffer(steps * 64);
+  for (int64_t g = row_begin / kRowGroup; g * kRowGroup < row_end; ++g) {
+    decode_group<D>(w, g, tile);
+    int64_t n = 0;
+    for (; n + kYmmTileTokens <= n_tokens; n += kYmmTileTokens)
+      tile_times_tokens<Dot, kYmmTileTokens>(tile, steps, w, acts, n, g, row_begin, row_end, y,
+                                             y_stride);
+    switch (n_tokens - n) {
+      case 3:
+        tile_times_tokens<Dot, 3>(tile, steps, w, acts, n, g, row_begin, row_end, y, y_stride);
+        break;
+      case 2:
+        tile_times_tokens<Dot, 2>(tile, steps, w, acts, n, g, row_begin, row_end, y, y_stride);
+        break;
+      case 1:
+        tile_times_tokens<Dot, 1>(tile, steps, w, acts, n, g, row_begin, row_end, y, y_stride);
+        break;
+      default:
+        break;
     }
   }
 }
@@ -197,7 +289,11 @@ void matmul_ymm_any_format(const TernaryMatrix& w, const QuantizedActs& acts, in
                            float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
   using T5Codes = CodesPolicy<T5HalfDecoder, Dot>;
   using I2Codes = CodesPolicy<I2HalfDecoder, Dot>;
-  if (w.format == TernaryFormat::t5 && w.cols <= T5Few::kMaxCols) {
+  if (n_tokens >= kYmmTileMinTokens && w.format == TernaryFormat::t5) {
+    matmul_tiled<T5HalfDecoder, Dot>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
+  } else if (n_tokens >= kYmmTileMinTokens) {
+    matmul_tiled<I2HalfDecoder, Dot>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
+  } else if (w.format == TernaryFormat::t5 && w.cols <= T5Few::kMaxCols) {
     matmul_ymm<T5Codes, T5Few>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
   } else if (w.format == TernaryFormat::t5) {
     matmul_ymm<T5Codes, T5Codes>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
