@@ -1,8 +1,10 @@
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <climits>
 #include <cmath>
 #include <functional>
+#include <numeric>
 #include <unordered_set>
 
 #include "base/cpu_features.h"
@@ -46,16 +48,44 @@ int32_t id_of(uint64_t key) {
   return static_cast<int32_t>(~static_cast<uint32_t>(key));
 }
 
+// Every id in candidate order: a stable LSD radix sort on the logits' order keys, byte by byte,
+// from ids in ascending order (so ties keep the lower id first).
+void sort_all(std::span<const float> logits, std::vector<int32_t>& ids) {
+  const size_t n = logits.size();
+  // Complemented, so that ascending keys are descending logits.
+  std::vector<uint32_t> keys(n), keys_out(n);
+  std::vector<int32_t> ids_out(n);
+  ids.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    keys[i] = ~(static_cast<uint32_t>(order_key(logits[i])) ^ 0x80000000u);
+    ids[i] = static_cast<int32_t>(i);
+  }
+  for (int shift = 0; shift < 32; shift += 8) {
+    std::array<size_t, 257> start{};
+    for (uint32_t key : keys) ++start[((key >> shift) & 0xFF) + 1];
+    if (std::find(start.begin(), start.end(), n) != start.end()) continue;  // one digit: no move
+    std::partial_sum(start.begin(), start.end(), start.begin());
+    for (size_t i = 0; i < n; ++i) {
+      const size_t to = start[(keys[i] >> shift) & 0xFF]++;
+      keys_out[to] = keys[i];
+      ids_out[to] = ids[i];
+    }
+    keys.swap(keys_out);
+    ids.swap(ids_out);
+  }
+}
+
 }  // namespace
 
 void top_candidates(std::span<const float> logits, size_t k, std::vector<int32_t>& ids) {
   const size_t n = logits.size();
   k = std::min(k, n);
-  std::vector<uint64_t> keys;
   if (k == n) {
-    keys.resize(n);
-    for (size_t i = 0; i < n; ++i) keys[i] = rank_key(logits[i], static_cast<int32_t>(i));
-  } else if (k > 0) {
+    sort_all(logits, ids);
+    return;
+  }
+  std::vector<uint64_t> keys;
+  if (k > 0) {
     // A min-heap of the best k so far. Ids only grow, so an element whose logit does not beat
     // the heap's worst is no better than it: whole chunks are skipped on their vectorized max.
     keys.resize(k);
