@@ -1,5 +1,6 @@
 #pragma once
-// The sampler's candidate order: logits from highest to lowest, ties to the lower id.
+// The sampler's candidate order: logits from highest to lowest, ties to the lower id
+// (sampler.cpp; declared here for its tests).
 
 #include <cstddef>
 #include <cstdint>
