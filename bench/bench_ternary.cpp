@@ -220,10 +220,10 @@ const bool registered = [] {
   for (CpuIsa isa : {CpuIsa::avx2, CpuIsa::avx512_vnni}) {
     if (!CpuFeatures::host().supports(isa)) continue;
     for (int64_t cols : {int64_t{2560}, int64_t{6912}}) {
-      benchmark::RegisterBenchmark(("quantize_activations/" + std::string(isa_name(isa)) + "/" +
-                                    std::to_string(cols))
-                                       .c_str(),
-                                   bench_quantize, isa, cols);
+      benchmark::RegisterBenchmark(
+          ("quantize_activations/" + std::string(isa_name(isa)) + "/" + std::to_string(cols))
+              .c_str(),
+          bench_quantize, isa, cols);
     }
   }
   const std::vector<TernaryKernel> kernels = timed_kernels();

@@ -232,14 +232,19 @@ TEST(LmHeadKernels, Int8ExtremesDoNotOverflow) {
     const int64_t limit = head.input_limit();
     EXPECT_EQ(limit, cols == 2560 ? 32767 : 3381);
     for (CpuIsa isa : host_isas()) {
-      std::vector<float> y(rows);
-      head.matvec(isa, in, y.data(), 0, rows);
-      for (int64_t r = 0; r < rows; ++r) {
-        const double exact =
-            (r % 2 ? 1.0 : -1.0) * 127.0 * static_cast<double>(limit) * static_cast<double>(cols);
-        const float want =
-            static_cast<float>(static_cast<int64_t>(exact)) / in.scale * head.row_scales[r];
-        EXPECT_EQ(y[r], want) << isa_name(isa) << " cols " << cols << " row " << r;
+      for (size_t n : {1, 2, 4}) {  // batched inputs take other reductions
+        const std::vector<LmHeadInput> ins(n, in);
+        std::vector<float> y(n * rows);
+        head.matvec(isa, ins, y.data(), rows, 0, rows);
+        for (int64_t r = 0; r < rows; ++r) {
+          const double exact =
+              (r % 2 ? 1.0 : -1.0) * 127.0 * static_cast<double>(limit) * static_cast<double>(cols);
+          const float want =
+              static_cast<float>(static_cast<int64_t>(exact)) / in.scale * head.row_scales[r];
+          for (size_t i = 0; i < n; ++i)
+            EXPECT_EQ(y[i * rows + r], want)
+                << isa_name(isa) << " cols " << cols << " row " << r << " inputs " << n;
+        }
       }
     }
   }

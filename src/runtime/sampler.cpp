@@ -142,8 +142,7 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
   }
   if (params_.temperature <= 0) return argmax(view);
 
-  top_candidates(view, params_.top_k > 0 ? static_cast<size_t>(params_.top_k) : view.size(),
-                 ids_);
+  top_candidates(view, params_.top_k > 0 ? static_cast<size_t>(params_.top_k) : view.size(), ids_);
   size_t n = ids_.size();
   // Temperature applied inside the exponent, in double: dividing the logits by a tiny
   // temperature first would overflow to inf and turn every probability into NaN.

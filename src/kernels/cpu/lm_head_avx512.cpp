@@ -56,17 +56,60 @@ struct Int8Sums {
   __m512i acc[R][NT];
 };
 
+// A row's 16 int32 lanes as 8 int64 lanes. Two lanes hold padded_cols / 8 products, which
+// input_limit() keeps within int32.
+inline __m512i lane_pairs(__m512i a) {
+  return _mm512_cvtepi32_epi64(
+      _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1)));
+}
+
+// Lane k of the result: the sum of v[k]'s 8 int64 lanes. A transposing tree: each step adds
+// neighbouring lanes (then 128-bit blocks) of two vectors, interleaving their sums, so that 8
+// vectors end as one.
+inline __m512i sum_lanes_of_8(const __m512i v[8]) {
+  __m512i pair[4], quad[2];
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k)  // block j: [v[2k] lanes 2j + 2j+1, v[2k+1] the same]
+    pair[k] = _mm512_add_epi64(_mm512_unpacklo_epi64(v[2 * k], v[2 * k + 1]),
+                               _mm512_unpackhi_epi64(v[2 * k], v[2 * k + 1]));
+#pragma GCC unroll 2
+  for (int k = 0; k < 2; ++k)  // block 2h + b: the sum of blocks 2b and 2b + 1 of pair[2k + h]
+    quad[k] = _mm512_add_epi64(_mm512_shuffle_i64x2(pair[2 * k], pair[2 * k + 1], 0b10001000),
+                               _mm512_shuffle_i64x2(pair[2 * k], pair[2 * k + 1], 0b11011101));
+  return _mm512_add_epi64(_mm512_shuffle_i64x2(quad[0], quad[1], 0b10001000),
+                          _mm512_shuffle_i64x2(quad[0], quad[1], 0b11011101));
+}
+
 template <int R, int NT>
 [[gnu::noinline]] void store_int8_rows(const Int8Sums<R, NT>& sums, const LmHead& head,
                                        const LmHeadInput* in, float* y, int64_t y_stride,
                                        int64_t r0) {
+  if constexpr (R == 4 && NT % 2 == 0) {
+    // Two inputs at a time: 8 row sums reduced together, then scaled as the scalar kernel does
+    // (float(dot) / scale * row_scale) 8 lanes at a time.
+    const __m128 row_scales = _mm_loadu_ps(head.row_scales.data() + r0);
+    const __m256 both_row_scales =
+        _mm256_insertf128_ps(_mm256_castps128_ps256(row_scales), row_scales, 1);
+#pragma GCC unroll 4
+    for (int n = 0; n < NT; n += 2) {
+      __m512i v[8];
+#pragma GCC unroll 4
+      for (int i = 0; i < R; ++i) {
+        v[i] = lane_pairs(sums.acc[i][n]);
+        v[R + i] = lane_pairs(sums.acc[i][n + 1]);
+      }
+      const __m256 dots = _mm512_cvtepi64_ps(sum_lanes_of_8(v));
+      const __m256 input_scales = _mm256_insertf128_ps(
+          _mm256_castps128_ps256(_mm_set1_ps(in[n].scale)), _mm_set1_ps(in[n + 1].scale), 1);
+      const __m256 out = _mm256_mul_ps(_mm256_div_ps(dots, input_scales), both_row_scales);
+      _mm_storeu_ps(y + n * y_stride + r0, _mm256_castps256_ps128(out));
+      _mm_storeu_ps(y + (n + 1) * y_stride + r0, _mm256_extractf128_ps(out, 1));
+    }
+    return;
+  }
   for (int i = 0; i < R; ++i) {
     for (int n = 0; n < NT; ++n) {
-      const __m512i a = sums.acc[i][n];
-      // Two lanes hold padded_cols / 8 products, which input_limit() keeps within int32.
-      const __m256i pairs =
-          _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
-      const int64_t dot = _mm512_reduce_add_epi64(_mm512_cvtepi32_epi64(pairs));
+      const int64_t dot = _mm512_reduce_add_epi64(lane_pairs(sums.acc[i][n]));
       y[n * y_stride + r0 + i] = static_cast<float>(dot) / in[n].scale * head.row_scales[r0 + i];
     }
   }

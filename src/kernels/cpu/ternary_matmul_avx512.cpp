@@ -379,8 +379,8 @@ void quantize_activation_row_avx512(const float* x, int64_t cols, int8_t* q, flo
   __m512i max_bits = _mm512_setzero_si512();
   for (int64_t k = 0; k < cols; k += 16) {
     const __mmask16 m = cols - k >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (cols - k)) - 1);
-    max_bits = _mm512_max_epu32(max_bits, _mm512_and_si512(_mm512_maskz_loadu_epi32(m, x + k),
-                                                          abs_mask));
+    max_bits =
+        _mm512_max_epu32(max_bits, _mm512_and_si512(_mm512_maskz_loadu_epi32(m, x + k), abs_mask));
   }
   const float s = activation_scale(_mm512_reduce_max_epu32(max_bits));
   const __m512 sv = _mm512_set1_ps(s);
