@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <condition_variable>
+#include <mutex>
+
 #include "bitnet/error.h"
 #include "runtime/batch_engine.h"
 #include "server_test_util.h"
@@ -109,8 +112,46 @@ TEST_F(BatchEngineTest, SlotsAreReusedAcrossManyRequests) {
   EXPECT_EQ(stats.n_slots, 2);
 }
 
+// While closed, holds the scheduler thread at the next token it reports, so that a test knows a
+// request is running and cannot finish before the test has acted.
+class TokenGate : public EngineListener {
+ public:
+  void close() {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    held_ = false;
+  }
+  void open() {
+    {
+      std::lock_guard lock(mutex_);
+      closed_ = false;
+    }
+    cv_.notify_all();
+  }
+  void wait_until_held() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return held_; });
+  }
+  void on_first_token(double) override { hold(); }
+  void on_next_token(double) override { hold(); }
+  void on_finished(int, int) override {}
+
+ private:
+  void hold() {
+    std::unique_lock lock(mutex_);
+    if (!closed_) return;
+    held_ = true;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return !closed_; });
+  }
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool closed_ = false, held_ = false;
+};
+
 TEST_F(BatchEngineTest, CancellationFreesTheSlotForTheNextRequest) {
-  BatchEngine engine(model_, *tokenizer_, options(1));
+  TokenGate gate;
+  BatchEngine engine(model_, *tokenizer_, options(1), &gate);
   // Greedy over the whole context: long enough to still be running when cancelled.
   auto running = engine.submit(request("Once upon a time", 120, 1, 0.0f)).stream;
   auto waiting = engine.submit(request("Hello", 5, 2)).stream;
@@ -120,10 +161,14 @@ TEST_F(BatchEngineTest, CancellationFreesTheSlotForTheNextRequest) {
   const RequestStream::Update next = waiting->wait_all();
   EXPECT_EQ(next.error, "");
   EXPECT_GT(next.generated_tokens, 0);
-  // Cancelling a queued request drops it without running it.
+  // Cancelling a queued request drops it without running it. The gate keeps the blocker in the
+  // only slot until then (the tiny model could otherwise finish it first on a busy machine).
+  gate.close();
   auto blocker = engine.submit(request("Once upon a time", 120, 3, 0.0f)).stream;
+  gate.wait_until_held();
   auto queued = engine.submit(request("Hello", 5, 4)).stream;
   engine.cancel(queued);
+  gate.open();
   EXPECT_EQ(queued->wait_all().error, "cancelled");
   engine.cancel(blocker);
   ASSERT_TRUE(engine.wait_idle(5s));
@@ -132,14 +177,15 @@ TEST_F(BatchEngineTest, CancellationFreesTheSlotForTheNextRequest) {
 }
 
 TEST_F(BatchEngineTest, QueueIsBoundedAndCloseRefusesNewWork) {
-  BatchEngine engine(model_, *tokenizer_, options(1, 2));
-  std::vector<EngineRequest> requests;  // built first, so the submits follow each other closely
-  for (int i = 0; i < 6; ++i)
-    requests.push_back(request("Once upon a time", 120, static_cast<uint64_t>(i), 0.0f));
-  std::vector<std::shared_ptr<RequestStream>> accepted;
+  TokenGate gate;  // holds the first request in the slot until every submit is done
+  BatchEngine engine(model_, *tokenizer_, options(1, 2), &gate);
+  gate.close();
+  std::vector<std::shared_ptr<RequestStream>> accepted = {
+      engine.submit(request("Once upon a time", 120, 0, 0.0f)).stream};
+  gate.wait_until_held();
   int refused = 0;
-  for (const EngineRequest& r : requests) {
-    auto s = engine.submit(r);
+  for (int i = 1; i < 6; ++i) {
+    auto s = engine.submit(request("Once upon a time", 120, static_cast<uint64_t>(i), 0.0f));
     if (s.stream) {
       accepted.push_back(s.stream);
     } else {
@@ -147,13 +193,14 @@ TEST_F(BatchEngineTest, QueueIsBoundedAndCloseRefusesNewWork) {
       ++refused;
     }
   }
-  // One slot plus two queue places (whether or not the first has started yet).
+  // One slot plus two queue places.
   EXPECT_EQ(accepted.size(), 3u);
   EXPECT_EQ(refused, 3);
   engine.close();
   auto late = engine.submit(request("Hello", 5, 9));
   EXPECT_FALSE(late.stream);
   EXPECT_EQ(late.rejection, BatchEngine::Rejection::closed);
+  gate.open();
   for (auto& s : accepted) EXPECT_EQ(s->wait_all().error, "");  // accepted work still completes
   ASSERT_TRUE(engine.wait_idle(5s));
 }
