@@ -72,12 +72,7 @@ class TokenizerJsonReader {
     return dom_.key(k);
   }
   bool end_object() {
-    if (in_vocab()) {
-      --vocab_depth_;
-      return true;
-    }
-    keys_.pop_back();
-    return dom_.end_object();
+    return end_container([&] { return dom_.end_object(); });
   }
   bool start_array(std::size_t n) {
     if (in_vocab()) return enter_nested_in_vocab();
@@ -85,12 +80,7 @@ class TokenizerJsonReader {
     return dom_.start_array(n);
   }
   bool end_array() {
-    if (in_vocab()) {
-      --vocab_depth_;
-      return true;
-    }
-    keys_.pop_back();
-    return dom_.end_array();
+    return end_container([&] { return dom_.end_array(); });
   }
   template <class Exception>
   bool parse_error(std::size_t position, const std::string& last_token, const Exception& e) {
@@ -103,6 +93,15 @@ class TokenizerJsonReader {
   bool vocab_value(T&& v) {
     if (vocab_depth_ == 1) vocab_.emplace_back(token_, json(std::forward<T>(v)));
     return true;
+  }
+  template <class DomEnd>
+  bool end_container(DomEnd dom_end) {
+    if (in_vocab()) {
+      --vocab_depth_;
+      return true;
+    }
+    keys_.pop_back();
+    return dom_end();
   }
   // An object or array as a vocab value is an error BpeModel reports; its contents are skipped.
   bool enter_nested_in_vocab() {

@@ -375,10 +375,13 @@ void matmul(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens,
 // x * s rounded half to even, clamped) 16 floats at a time.
 void quantize_activation_row_avx512(const float* x, int64_t cols, int8_t* q, float& scale,
                                     int32_t& sum) {
+  auto lanes_from = [cols](int64_t k) {  // the columns k .. k + 15 that exist
+    return cols - k >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << (cols - k)) - 1);
+  };
   const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
   __m512i max_bits = _mm512_setzero_si512();
   for (int64_t k = 0; k < cols; k += 16) {
-    const __mmask16 m = cols - k >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (cols - k)) - 1);
+    const __mmask16 m = lanes_from(k);
     max_bits =
         _mm512_max_epu32(max_bits, _mm512_and_si512(_mm512_maskz_loadu_epi32(m, x + k), abs_mask));
   }
@@ -387,7 +390,7 @@ void quantize_activation_row_avx512(const float* x, int64_t cols, int8_t* q, flo
   const __m512i lo = _mm512_set1_epi32(-128), hi = _mm512_set1_epi32(127);
   __m512i total = _mm512_setzero_si512();
   for (int64_t k = 0; k < cols; k += 16) {
-    const __mmask16 m = cols - k >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (cols - k)) - 1);
+    const __mmask16 m = lanes_from(k);
     const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + k), sv);
     const __m512i r = _mm512_min_epi32(
         _mm512_max_epi32(_mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),

@@ -174,6 +174,15 @@ void groups_loop(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n0, 
   }
 }
 
+// Calls fn.template operator()<NT>() with NT = count, for the 1-3 tokens left after groups of 4
+// (nothing for 0).
+template <class Fn>
+void with_remaining_tokens(int64_t count, Fn&& fn) {
+  if (count == 3) fn.template operator()<3>();
+  if (count == 2) fn.template operator()<2>();
+  if (count == 1) fn.template operator()<1>();
+}
+
 // From this many tokens each group is decoded once into a per-thread tile and multiplied from
 // there into every token, kYmmTileTokens at a time: decoding a t5 vector costs more than
 // multiplying it into 4 tokens, so decoding it again per 4 tokens bounded prefill. (AVX-VNNI, 1
@@ -243,19 +252,9 @@ void matmul_tiled(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_t
     for (; n + kYmmTileTokens <= n_tokens; n += kYmmTileTokens)
       tile_times_tokens<Dot, kYmmTileTokens>(tile, steps, w, acts, n, g, row_begin, row_end, y,
                                              y_stride);
-    switch (n_tokens - n) {
-      case 3:
-        tile_times_tokens<Dot, 3>(tile, steps, w, acts, n, g, row_begin, row_end, y, y_stride);
-        break;
-      case 2:
-        tile_times_tokens<Dot, 2>(tile, steps, w, acts, n, g, row_begin, row_end, y, y_stride);
-        break;
-      case 1:
-        tile_times_tokens<Dot, 1>(tile, steps, w, acts, n, g, row_begin, row_end, y, y_stride);
-        break;
-      default:
-        break;
-    }
+    with_remaining_tokens(n_tokens - n, [&]<int NT>() {
+      tile_times_tokens<Dot, NT>(tile, steps, w, acts, n, g, row_begin, row_end, y, y_stride);
+    });
   }
 }
 
@@ -268,19 +267,9 @@ void matmul_ymm(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tok
   int64_t n = 0;
   for (; n + 4 <= n_tokens; n += 4)
     groups_loop<Batch, 4>(w, acts, n, y, y_stride, row_begin, row_end);
-  switch (n_tokens - n) {
-    case 3:
-      groups_loop<Few, 3>(w, acts, n, y, y_stride, row_begin, row_end);
-      break;
-    case 2:
-      groups_loop<Few, 2>(w, acts, n, y, y_stride, row_begin, row_end);
-      break;
-    case 1:
-      groups_loop<Few, 1>(w, acts, n, y, y_stride, row_begin, row_end);
-      break;
-    default:
-      break;
-  }
+  with_remaining_tokens(n_tokens - n, [&]<int NT>() {
+    groups_loop<Few, NT>(w, acts, n, y, y_stride, row_begin, row_end);
+  });
 }
 // T5Few: how 1-3 tokens multiply t5 rows (decoded codes, or the carry identity, which costs two
 // dot products per plane and token but no decoding).
