@@ -131,6 +131,20 @@ TEST(Cli, BenchJsonHasOneObjectPerTestInLlamaBenchFields) {
   EXPECT_LT(bytes["tg4 x2"], 0.75 * bytes["tg4"]);
 }
 
+TEST(Cli, BenchSetsTokensAgainstTheProbesSustainedBandwidth) {
+  const auto r = run_cli({"bench", "-m", model_dir(), "--device", "cpu", "-p", "0", "-n", "4", "-t",
+                          "1", "-r", "1", "-o", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto rows = nlohmann::json::parse(r.out);
+  ASSERT_EQ(rows.size(), 1u) << r.out;
+  const auto& row = rows[0];
+  const double sustained = row.at("measured_read_gbps"), best = row.at("measured_read_best_pass_gbps");
+  EXPECT_GT(sustained, 0.0);
+  EXPECT_LE(sustained, best);  // the mean over passes cannot beat the fastest pass
+  EXPECT_DOUBLE_EQ(row.at("fraction_of_bandwidth").get<double>(),
+                   row.at("gbps").get<double>() / sustained);
+}
+
 TEST(CliErrors, MissingOrBrokenModel) {
   test::TempDir tmp;
   expect_one_line_error(run_cli({"run", "-m", (tmp / "absent").string(), "-p", "x"}), "absent");

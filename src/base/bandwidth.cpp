@@ -37,7 +37,7 @@ BITNET_CLONE_PER_ISA uint64_t sum_lines(const Line* p, size_t n) {
 
 }  // namespace
 
-double measure_read_bandwidth(ThreadPool& pool, double seconds) {
+ReadBandwidth measure_read_bandwidth(ThreadPool& pool, double seconds) {
   // 2 MiB pages, as the mapped weights get (MappedFile): 4 KiB pages read measurably slower.
   ZeroedBuffer mem(kBufferBytes, ZeroedBuffer::Pages::huge);
   auto* lines = reinterpret_cast<Line*>(mem.data());
@@ -45,10 +45,12 @@ double measure_read_bandwidth(ThreadPool& pool, double seconds) {
   pool.parallel_for(static_cast<int64_t>(n_lines), 4096, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) lines[i] = Line{} + static_cast<uint64_t>(i);  // fault in
   });
-  double best = 0;
+  ReadBandwidth result;
+  double total_seconds = 0;
   std::vector<uint64_t> sinks(static_cast<size_t>(pool.size()));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  for (int pass = 0; pass < 2 || std::chrono::steady_clock::now() < deadline; ++pass) {
+  int passes = 0;
+  for (; passes < 2 || std::chrono::steady_clock::now() < deadline; ++passes) {
     const auto start = std::chrono::steady_clock::now();
     pool.run([&](int t, int nt) {
       const size_t begin = n_lines * t / nt, end = n_lines * (t + 1) / nt;
@@ -56,13 +58,14 @@ double measure_read_bandwidth(ThreadPool& pool, double seconds) {
     });
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    best = std::max(best, static_cast<double>(kBufferBytes) / elapsed / 1e9);
-    if (pass > 20) break;
+    total_seconds += elapsed;
+    result.best_pass = std::max(result.best_pass, static_cast<double>(kBufferBytes) / elapsed / 1e9);
   }
+  result.sustained = static_cast<double>(kBufferBytes) * passes / total_seconds / 1e9;
   // The sums keep the reads from being optimized away.
   volatile uint64_t sink = 0;
   for (uint64_t s : sinks) sink = sink + s;
-  return best;
+  return result;
 }
 
 }  // namespace bitnet

@@ -6,8 +6,17 @@ namespace bitnet {
 
 class ThreadPool;
 
+// GB/s (1e9 bytes per second) of a plain read loop.
+struct ReadBandwidth {
+  // All bytes read over all passes' time: what a loop streaming for that long averages, the
+  // figure to set against a benchmark's mean tokens/s (this machine class's memory speed drifts
+  // between passes).
+  double sustained = 0;
+  double best_pass = 0;  // the fastest single pass
+};
+
 // Reads a buffer much larger than the last-level cache with every thread of the pool (each its
-// own slice) and returns the best of a few passes, in GB/s (1e9 bytes per second).
-double measure_read_bandwidth(ThreadPool& pool, double seconds = 1.0);
+// own slice), pass after pass for about `seconds` (at least two passes).
+ReadBandwidth measure_read_bandwidth(ThreadPool& pool, double seconds = 1.0);
 
 }  // namespace bitnet
