@@ -13,6 +13,7 @@
 #include <regex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "bitnet/generate.h"
@@ -111,23 +112,29 @@ inline std::optional<double> metric_value(const std::string& metrics, const std:
   return std::nullopt;
 }
 
+// Starts the program args[0] with its arguments as a child process, stdout and stderr to `log`.
+inline pid_t spawn_with_log(std::vector<std::string> args, const std::filesystem::path& log) {
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const std::string log_path = log.string();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
 // `bitnet serve ARGS` as a child process (pass --port 0); the port is read from its log.
 class ServeProcess {
  public:
   explicit ServeProcess(std::vector<std::string> args) : log_(dir_ / "serve.log") {
     args.insert(args.begin(), {BITNET_CLI_PATH, "serve"});
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const std::string log = log_.string();
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
+    pid_ = spawn_with_log(std::move(args), log_);
   }
   ~ServeProcess() {
     if (pid_ > 0 && !exited_) {

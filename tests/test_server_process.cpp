@@ -135,20 +135,9 @@ class Nginx {
     std::filesystem::create_directories(dir_ / "logs");
     std::filesystem::create_directories(dir_ / "tmp");
     test::write_file(dir_ / "nginx.conf", conf);
-    std::vector<std::string> args = {binary(), "-p", dir_.path().string() + "/",    "-e",
-                                     "stderr", "-c", (dir_ / "nginx.conf").string()};
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const std::string log = (dir_ / "stderr.log").string();
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
+    pid_ = test::spawn_with_log({binary(), "-p", dir_.path().string() + "/", "-e", "stderr", "-c",
+                                 (dir_ / "nginx.conf").string()},
+                                dir_ / "stderr.log");
   }
   ~Nginx() {
     ::kill(pid_, SIGQUIT);
