@@ -67,6 +67,14 @@ void advise_pages(std::span<const uint8_t> range, int advice) {
   if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, advice);
 }
 
+// Allocates v's buffer for `bytes` without writing it, advised to take 2 MiB pages.
+void reserve_in_huge_pages(std::vector<uint8_t>& v, size_t bytes) {
+  v.clear();
+  v.shrink_to_fit();
+  v.reserve(bytes);
+  advise_pages({v.data(), bytes}, MADV_HUGEPAGE);
+}
+
 }  // namespace
 
 void release_pages(std::span<const uint8_t> range) {
@@ -74,9 +82,13 @@ void release_pages(std::span<const uint8_t> range) {
 }
 
 void assign_in_huge_pages(std::vector<uint8_t>& v, size_t bytes, uint8_t value) {
-  v.reserve(bytes);  // allocated, not yet written
-  advise_pages({v.data(), bytes}, MADV_HUGEPAGE);
+  reserve_in_huge_pages(v, bytes);
   v.assign(bytes, value);
+}
+
+void assign_in_huge_pages(std::vector<uint8_t>& v, std::span<const uint8_t> data) {
+  reserve_in_huge_pages(v, data.size());
+  v.assign(data.begin(), data.end());
 }
 
 ZeroedBuffer::ZeroedBuffer(size_t bytes, Pages pages) : size_(bytes) {

@@ -16,6 +16,8 @@ void release_pages(std::span<const uint8_t> range);
 // v = bytes copies of value, in memory advised to take 2 MiB pages before its first write: arrays
 // streamed every token (weights repacked at load) then read without TLB misses. Advice only.
 void assign_in_huge_pages(std::vector<uint8_t>& v, size_t bytes, uint8_t value);
+// v = a copy of data, in memory advised the same way.
+void assign_in_huge_pages(std::vector<uint8_t>& v, std::span<const uint8_t> data);
 
 class MappedFile {
  public:

@@ -17,9 +17,9 @@ LmHead::LmHead(const LmHead& other)
       cols(other.cols),
       bf16(other.bf16),
       codes(other.codes),
-      code_storage(other.code_storage),
       row_scales(other.row_scales),
       group_scales(other.group_scales) {
+  assign_in_huge_pages(code_storage, other.code_storage);
   if (!other.code_storage.empty() && other.codes == other.code_storage.data())
     codes = code_storage.data();
 }
@@ -48,18 +48,6 @@ LmHead LmHead::allocate(LmHeadFormat format, int64_t rows, int64_t cols) {
   if (format == LmHeadFormat::q4)
     head.group_scales.assign(static_cast<size_t>(rows * head.groups()), 0);
   return head;
-}
-
-int64_t LmHead::row_bytes() const {
-  switch (format) {
-    case LmHeadFormat::bf16:
-      return cols * 2;
-    case LmHeadFormat::int8:
-      return padded_cols();
-    case LmHeadFormat::q4:
-      return padded_cols() / 2;
-  }
-  return 0;
 }
 
 uint64_t LmHead::bytes() const {

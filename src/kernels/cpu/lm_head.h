@@ -62,7 +62,18 @@ struct LmHead {
   int64_t padded_cols() const {
     return (cols + kLmHeadColAlign - 1) / kLmHeadColAlign * kLmHeadColAlign;
   }
-  int64_t row_bytes() const;  // storage bytes of one row's codes (without scales)
+  // Storage bytes of one row's codes (without scales); inline, as kernels ask per row tile.
+  int64_t row_bytes() const {
+    switch (format) {
+      case LmHeadFormat::bf16:
+        return cols * 2;
+      case LmHeadFormat::int8:
+        return padded_cols();
+      case LmHeadFormat::q4:
+        return padded_cols() / 2;
+    }
+    return 0;
+  }
   int64_t groups() const { return padded_cols() / kQ4Group; }
   uint64_t bytes() const;  // everything the matvec reads, scales included
 
