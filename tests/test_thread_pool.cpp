@@ -1,5 +1,6 @@
 // ThreadPool: every thread index runs once per run(), many consecutive runs complete, and
-// parallel_for covers [0, n) exactly once in grain-aligned ranges.
+// parallel_for covers [0, n) exactly once in grain-aligned ranges, parallel_for_chunks in
+// chunk-sized ones.
 
 #include <gtest/gtest.h>
 
@@ -106,6 +107,40 @@ TEST(ThreadPool, ParallelForSpreadsWorkAcrossThreads) {
   std::atomic<int> calls{0};
   pool.parallel_for(90, 10, [&](int64_t, int64_t) { calls.fetch_add(1); });
   EXPECT_EQ(calls.load(), 3);
+}
+
+TEST(ThreadPool, ParallelForChunksCoversRangeOnceInChunks) {
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 7, 64, 1000}) {
+      for (int64_t chunk : {1, 4, 64, 100}) {
+        SCOPED_TRACE(::testing::Message() << threads << " threads, n " << n << ", chunk " << chunk);
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        std::atomic<int64_t> calls{0};
+        pool.parallel_for_chunks(n, chunk, [&](int64_t begin, int64_t end) {
+          calls.fetch_add(1);
+          EXPECT_EQ(begin % chunk, 0) << begin;
+          EXPECT_TRUE(end - begin == chunk || (end == n && end > begin)) << begin << ".." << end;
+          for (int64_t i = begin; i < end; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
+        });
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << i;
+        EXPECT_EQ(calls.load(), (n + chunk - 1) / chunk);
+      }
+    }
+  }
+}
+
+TEST(ThreadPool, ParallelForChunksLetsAFreeThreadTakeTheNextChunk) {
+  // Thread 0's first chunk blocks until another thread has run every other chunk.
+  ThreadPool pool(2);
+  std::atomic<int> done{0};
+  pool.parallel_for_chunks(4, 1, [&](int64_t begin, int64_t) {
+    if (begin == 0) {
+      while (done.load() < 3) std::this_thread::yield();
+    }
+    done.fetch_add(1);
+  });
+  EXPECT_EQ(done.load(), 4);
 }
 
 TEST(ThreadPool, ConstructorRejectsBadThreadCounts) {

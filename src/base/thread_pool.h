@@ -2,6 +2,7 @@
 // A persistent pool: threads are created once and woken per parallel op (hundreds of ops per
 // generated token, so creating threads per op would cost more than the op).
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -36,6 +37,22 @@ class ThreadPool {
       int64_t b0 = blocks * t / nt, b1 = blocks * (t + 1) / nt;
       int64_t begin = b0 * grain, end = std::min(n, b1 * grain);
       if (begin < end) fn(begin, end);
+    });
+  }
+
+  // Splits [0, n) into chunks of `chunk` (the last shorter) that threads claim in order as they
+  // finish the previous one, calling fn(begin, end) per chunk: for long ops whose threads run at
+  // different speeds (a VM's vCPUs drift apart).
+  template <class Fn>
+  void parallel_for_chunks(int64_t n, int64_t chunk, Fn&& fn) {
+    if (n_threads_ == 1 || n <= chunk) {
+      for (int64_t begin = 0; begin < n; begin += chunk) fn(begin, std::min(n, begin + chunk));
+      return;
+    }
+    std::atomic<int64_t> next{0};
+    run([&](int, int) {
+      for (int64_t begin; (begin = next.fetch_add(chunk, std::memory_order_relaxed)) < n;)
+        fn(begin, std::min(n, begin + chunk));
     });
   }
 
