@@ -118,7 +118,7 @@ template <int R, int NT>
 // Each vpdpwssd adds two code x q products into each of 16 int32 lanes; input_limit() keeps a
 // lane's whole sum in range, and the lanes are added in int64. R rows x NT inputs: each code
 // vector is widened once for all NT inputs (batched decode), each input load serves R rows.
-template <int R, int NT, bool kAhead>
+template <int R, int NT, _mm_hint kHint>
 void int8_rows(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_stride, int64_t r0,
                int64_t prefetch_bytes) {
   __m512i acc[R][NT];
@@ -133,8 +133,7 @@ void int8_rows(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_st
   for (int64_t k = 0; k < end; k += 64) {
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i)
-      _mm_prefetch(reinterpret_cast<const char*>(codes[i] + k + prefetch_bytes),
-                   kAhead ? _MM_HINT_T1 : _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(codes[i] + k + prefetch_bytes), kHint);
 #pragma GCC unroll 2
     for (int half = 0; half < 64; half += 32) {
       __m512i w[R];
@@ -160,27 +159,41 @@ void int8_rows(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_st
   store_int8_rows<R, NT>(sums, head, in, y, y_stride, r0);
 }
 
-template <int NT, bool kAhead>
+template <int R, int NT, _mm_hint kHint>
 void int8_run(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_stride,
               int64_t row_begin, int64_t row_end, int64_t prefetch_bytes) {
   int64_t r = row_begin;
-  for (; r + kTileRows <= row_end; r += kTileRows)
-    int8_rows<kTileRows, NT, kAhead>(head, in, y, y_stride, r, prefetch_bytes);
-  for (; r < row_end; ++r) int8_rows<1, NT, kAhead>(head, in, y, y_stride, r, prefetch_bytes);
+  for (; r + R <= row_end; r += R)
+    int8_rows<R, NT, kHint>(head, in, y, y_stride, r, prefetch_bytes);
+  for (; r < row_end; ++r) int8_rows<1, NT, kHint>(head, in, y, y_stride, r, prefetch_bytes);
 }
 
+enum class Pass {
+  only,   // the inputs' one pass over the rows
+  first,  // the first of several: the rows must stay in L2 for the others
+  later,  // rows the first pass left in L2
+};
+
+// One input in one pass (decode) reads the rows one at a time, as one sequential stream, with
+// non-temporal prefetches: 4 rows side by side read as 4 streams ran 10-20% slower than a plain
+// read loop over the same head, one row at a time as fast (standalone, 1 and 2 threads).
+//
 // Inputs past the first kMaxInputs take further passes over rows the first pass left in L2; those
 // run bound by compute while memory would idle, so they prefetch the next range of as many rows
 // (the caller's next block of the head) into L2 for the next first pass. 8 inputs, 2 threads:
 // 13.7 -> 12.6 ms per step on average over alternating runs.
 template <int NT>
 void int8_pass(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_stride,
-               int64_t row_begin, int64_t row_end, bool first_pass) {
-  if (first_pass) {
-    int8_run<NT, false>(head, in, y, y_stride, row_begin, row_end, kPrefetchBytes);
+               int64_t row_begin, int64_t row_end, Pass pass) {
+  constexpr int64_t kStreamPrefetchBytes = 8192;
+  if (NT == 1 && pass == Pass::only) {
+    int8_run<1, NT, _MM_HINT_NTA>(head, in, y, y_stride, row_begin, row_end, kStreamPrefetchBytes);
+  } else if (pass != Pass::later) {
+    int8_run<kTileRows, NT, _MM_HINT_T0>(head, in, y, y_stride, row_begin, row_end,
+                                         kPrefetchBytes);
   } else {
     const int64_t range_bytes = (row_end - row_begin) * head.row_bytes();
-    int8_run<NT, true>(head, in, y, y_stride, row_begin, row_end, range_bytes);
+    int8_run<kTileRows, NT, _MM_HINT_T1>(head, in, y, y_stride, row_begin, row_end, range_bytes);
   }
 }
 
@@ -239,12 +252,13 @@ void lm_head_matvec_avx512(const LmHead& head, std::span<const LmHeadInput> ins,
     const LmHeadInput* in = ins.data() + n0;
     float* out = y + static_cast<int64_t>(n0) * y_stride;
     const int n = static_cast<int>(std::min<size_t>(kMaxInputs, ins.size() - n0));
+    const Pass pass = n0 > 0 ? Pass::later : ins.size() > kMaxInputs ? Pass::first : Pass::only;
     switch (head.format) {
       case LmHeadFormat::int8:
-        if (n == 4) int8_pass<4>(head, in, out, y_stride, row_begin, row_end, n0 == 0);
-        if (n == 3) int8_pass<3>(head, in, out, y_stride, row_begin, row_end, n0 == 0);
-        if (n == 2) int8_pass<2>(head, in, out, y_stride, row_begin, row_end, n0 == 0);
-        if (n == 1) int8_pass<1>(head, in, out, y_stride, row_begin, row_end, n0 == 0);
+        if (n == 4) int8_pass<4>(head, in, out, y_stride, row_begin, row_end, pass);
+        if (n == 3) int8_pass<3>(head, in, out, y_stride, row_begin, row_end, pass);
+        if (n == 2) int8_pass<2>(head, in, out, y_stride, row_begin, row_end, pass);
+        if (n == 1) int8_pass<1>(head, in, out, y_stride, row_begin, row_end, pass);
         break;
       case LmHeadFormat::bf16:
         for (int i = 0; i < n; ++i)
