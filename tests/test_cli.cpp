@@ -138,7 +138,8 @@ TEST(Cli, BenchSetsTokensAgainstTheProbesSustainedBandwidth) {
   const auto rows = nlohmann::json::parse(r.out);
   ASSERT_EQ(rows.size(), 1u) << r.out;
   const auto& row = rows[0];
-  const double sustained = row.at("measured_read_gbps"), best = row.at("measured_read_best_pass_gbps");
+  const double sustained = row.at("measured_read_gbps"),
+               best = row.at("measured_read_best_pass_gbps");
   EXPECT_GT(sustained, 0.0);
   EXPECT_LE(sustained, best);  // the mean over passes cannot beat the fastest pass
   EXPECT_DOUBLE_EQ(row.at("fraction_of_bandwidth").get<double>(),

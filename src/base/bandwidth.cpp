@@ -59,7 +59,8 @@ ReadBandwidth measure_read_bandwidth(ThreadPool& pool, double seconds) {
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     total_seconds += elapsed;
-    result.best_pass = std::max(result.best_pass, static_cast<double>(kBufferBytes) / elapsed / 1e9);
+    result.best_pass =
+        std::max(result.best_pass, static_cast<double>(kBufferBytes) / elapsed / 1e9);
   }
   result.sustained = static_cast<double>(kBufferBytes) * passes / total_seconds / 1e9;
   // The sums keep the reads from being optimized away.

@@ -320,8 +320,8 @@ int bench(BenchArgs args) {
       std::printf("measured device bandwidth (device-to-device copy, read + write): %.1f GB/s\n",
                   bw.sustained);
     } else {
-      std::printf("measured read bandwidth, %d thread%s: %.1f GB/s sustained (best pass %.1f)\n",
-                  t, t == 1 ? "" : "s", bw.sustained, bw.best_pass);
+      std::printf("measured read bandwidth, %d thread%s: %.1f GB/s sustained (best pass %.1f)\n", t,
+                  t == 1 ? "" : "s", bw.sustained, bw.best_pass);
     }
   }
   std::printf(

@@ -189,8 +189,7 @@ void int8_pass(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_st
   if (NT == 1 && pass == Pass::only) {
     int8_run<1, NT, _MM_HINT_NTA>(head, in, y, y_stride, row_begin, row_end, kStreamPrefetchBytes);
   } else if (pass != Pass::later) {
-    int8_run<kTileRows, NT, _MM_HINT_T0>(head, in, y, y_stride, row_begin, row_end,
-                                         kPrefetchBytes);
+    int8_run<kTileRows, NT, _MM_HINT_T0>(head, in, y, y_stride, row_begin, row_end, kPrefetchBytes);
   } else {
     const int64_t range_bytes = (row_end - row_begin) * head.row_bytes();
     int8_run<kTileRows, NT, _MM_HINT_T1>(head, in, y, y_stride, row_begin, row_end, range_bytes);
