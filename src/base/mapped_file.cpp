@@ -69,8 +69,6 @@ void advise_pages(std::span<const uint8_t> range, int advice) {
 
 // Allocates v's buffer for `bytes` without writing it, advised to take 2 MiB pages.
 void reserve_in_huge_pages(std::vector<uint8_t>& v, size_t bytes) {
-  v.clear();
-  v.shrink_to_fit();
   v.reserve(bytes);
   advise_pages({v.data(), bytes}, MADV_HUGEPAGE);
 }
