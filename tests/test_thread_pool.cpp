@@ -1,11 +1,12 @@
 // ThreadPool: every thread index runs once per run(), many consecutive runs complete, and
-// parallel_for covers [0, n) exactly once in grain-aligned ranges, parallel_for_chunks in
-// chunk-sized ones.
+// parallel_for covers [0, n) exactly once in grain-aligned ranges, parallel_for_blocks in
+// block-sized ones, a free thread taking another's blocks.
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -109,38 +110,86 @@ TEST(ThreadPool, ParallelForSpreadsWorkAcrossThreads) {
   EXPECT_EQ(calls.load(), 3);
 }
 
-TEST(ThreadPool, ParallelForChunksCoversRangeOnceInChunks) {
+TEST(ThreadPool, ParallelForBlocksCoversRangeOnceInBlocks) {
   for (int threads : {1, 2, 3}) {
     ThreadPool pool(threads);
     for (int64_t n : {0, 1, 7, 64, 1000}) {
-      for (int64_t chunk : {1, 4, 64, 100}) {
-        SCOPED_TRACE(::testing::Message() << threads << " threads, n " << n << ", chunk " << chunk);
+      for (int64_t block : {1, 4, 64, 100}) {
+        SCOPED_TRACE(::testing::Message() << threads << " threads, n " << n << ", block " << block);
         std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
         std::atomic<int64_t> calls{0};
-        pool.parallel_for_chunks(n, chunk, [&](int64_t begin, int64_t end) {
+        const bool one_call = threads == 1 || n <= block;
+        pool.parallel_for_blocks(n, block, [&](int64_t begin, int64_t end) {
           calls.fetch_add(1);
-          EXPECT_EQ(begin % chunk, 0) << begin;
-          EXPECT_TRUE(end - begin == chunk || (end == n && end > begin)) << begin << ".." << end;
+          if (one_call) {
+            EXPECT_EQ(begin, 0);
+            EXPECT_EQ(end, n);
+          } else {
+            EXPECT_EQ(begin % block, 0) << begin;
+            EXPECT_TRUE(end - begin == block || (end == n && end > begin)) << begin << ".." << end;
+          }
           for (int64_t i = begin; i < end; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
         });
         for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << i;
-        EXPECT_EQ(calls.load(), (n + chunk - 1) / chunk);
+        EXPECT_EQ(calls.load(), one_call ? (n > 0 ? 1 : 0) : (n + block - 1) / block);
       }
     }
   }
 }
 
-TEST(ThreadPool, ParallelForChunksLetsAFreeThreadTakeTheNextChunk) {
-  // Thread 0's first chunk blocks until another thread has run every other chunk.
+TEST(ThreadPool, ParallelForBlocksStreamsOwnBlocksForwardAndTakesOthersFromTheBack) {
+  // 3 threads, 30 blocks: thread t owns blocks 10t .. 10t + 9. Whatever the timing, a thread runs
+  // its own blocks from the front, one after another (the caller, thread 0, from block 0), and
+  // another's from the back, descending.
+  ThreadPool pool(3);
+  for (int round = 0; round < 50; ++round) {
+    std::mutex mu;
+    std::map<std::pair<std::thread::id, int64_t>, std::vector<int64_t>> runs;  // (thread, owner)
+    pool.parallel_for_blocks(300, 10, [&](int64_t begin, int64_t) {
+      const int64_t block = begin / 10;
+      std::lock_guard<std::mutex> lock(mu);
+      runs[{std::this_thread::get_id(), block / 10}].push_back(block);
+    });
+    for (const auto& [key, blocks] : runs) {
+      const int64_t owner = key.second;
+      SCOPED_TRACE(::testing::Message() << "owner " << owner);
+      const bool forward =
+          blocks[0] == owner * 10 && (blocks.size() == 1 || blocks[1] == blocks[0] + 1);
+      if (key.first == std::this_thread::get_id() && owner == 0) {
+        ASSERT_TRUE(forward);
+      }
+      for (size_t i = 1; i < blocks.size(); ++i) {
+        if (forward) {
+          ASSERT_EQ(blocks[i], blocks[i - 1] + 1);  // the owner: every block, in order
+        } else {
+          ASSERT_LT(blocks[i], blocks[i - 1]);  // others: from the back (two may alternate)
+        }
+      }
+    }
+  }
+}
+
+TEST(ThreadPool, ParallelForBlocksLetsAFreeThreadTakeAnothersBlocks) {
+  // Thread 0 owns blocks 0 and 1, thread 1 owns 2 and 3. Thread 0's first block waits until
+  // every other block has run, which only happens if thread 1 takes block 1 from it.
   ThreadPool pool(2);
   std::atomic<int> done{0};
-  pool.parallel_for_chunks(4, 1, [&](int64_t begin, int64_t) {
+  pool.parallel_for_blocks(4, 1, [&](int64_t begin, int64_t) {
     if (begin == 0) {
       while (done.load() < 3) std::this_thread::yield();
     }
     done.fetch_add(1);
   });
   EXPECT_EQ(done.load(), 4);
+}
+
+TEST(ThreadPool, ParallelForBlocksRejectsMoreBlocksThanItCounts) {
+  ThreadPool pool(2);
+  bool called = false;
+  EXPECT_THROW(
+      pool.parallel_for_blocks(int64_t{1} << 33, 1, [&](int64_t, int64_t) { called = true; }),
+      Error);
+  EXPECT_FALSE(called);
 }
 
 TEST(ThreadPool, ConstructorRejectsBadThreadCounts) {

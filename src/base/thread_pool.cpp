@@ -23,6 +23,7 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads) {
   if (n_threads < 1 || n_threads > 1024) {
     throw Error("thread count must be between 1 and 1024, got " + std::to_string(n_threads));
   }
+  runs_ = std::vector<BlockRun>(n_threads);
   for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
@@ -52,6 +53,40 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
       std::this_thread::yield();
     }
   }
+}
+
+void ThreadPool::split_into_runs(int64_t blocks) {
+  if (blocks > int64_t{UINT32_MAX})
+    throw Error("parallel_for_blocks: " + std::to_string(blocks) + " blocks, at most 2^32 - 1");
+  for (int t = 0; t < n_threads_; ++t)
+    runs_[t].blocks.store(pack_run(blocks * t / n_threads_, blocks * (t + 1) / n_threads_),
+                          std::memory_order_relaxed);
+}
+
+int64_t ThreadPool::take_first(int t) {
+  std::atomic<uint64_t>& run = runs_[t].blocks;
+  uint64_t blocks = run.load(std::memory_order_relaxed);
+  for (;;) {
+    const int64_t first = static_cast<int64_t>(blocks >> 32), last = static_cast<uint32_t>(blocks);
+    if (first >= last) return -1;
+    if (run.compare_exchange_weak(blocks, pack_run(first + 1, last), std::memory_order_relaxed))
+      return first;
+  }
+}
+
+int64_t ThreadPool::take_last_of_another(int t, int n_threads) {
+  for (int i = 1; i < n_threads; ++i) {
+    std::atomic<uint64_t>& run = runs_[(t + i) % n_threads].blocks;
+    uint64_t blocks = run.load(std::memory_order_relaxed);
+    for (;;) {
+      const int64_t first = static_cast<int64_t>(blocks >> 32);
+      const int64_t last = static_cast<uint32_t>(blocks);
+      if (first >= last) break;
+      if (run.compare_exchange_weak(blocks, pack_run(first, last - 1), std::memory_order_relaxed))
+        return last - 1;
+    }
+  }
+  return -1;
 }
 
 void ThreadPool::worker_loop(int index) {

@@ -40,23 +40,37 @@ class ThreadPool {
     });
   }
 
-  // Splits [0, n) into chunks of `chunk` (the last shorter) that threads claim in order as they
-  // finish the previous one, calling fn(begin, end) per chunk: for long ops whose threads run at
-  // different speeds (a VM's vCPUs drift apart).
+  // Splits [0, n) into blocks of `block` (the last shorter) and gives each thread an even,
+  // contiguous run of them; a thread that has finished its own run takes the last blocks of
+  // another's, one at a time. fn(begin, end) is called per block (once for all on one thread),
+  // a thread's own blocks in ascending order: each core streams its rows in order, and the
+  // threads still finish together when one runs slower (a VM's vCPUs drift apart, and some
+  // stretches of memory read slower than others).
   template <class Fn>
-  void parallel_for_chunks(int64_t n, int64_t chunk, Fn&& fn) {
-    if (n_threads_ == 1 || n <= chunk) {
-      for (int64_t begin = 0; begin < n; begin += chunk) fn(begin, std::min(n, begin + chunk));
+  void parallel_for_blocks(int64_t n, int64_t block, Fn&& fn) {
+    if (n_threads_ == 1 || n <= block) {
+      if (n > 0) fn(int64_t{0}, n);
       return;
     }
-    std::atomic<int64_t> next{0};
-    run([&](int, int) {
-      for (int64_t begin; (begin = next.fetch_add(chunk, std::memory_order_relaxed)) < n;)
-        fn(begin, std::min(n, begin + chunk));
+    split_into_runs((n + block - 1) / block);
+    run([&](int t, int n_threads) {
+      for (int64_t b; (b = take_first(t)) >= 0 || (b = take_last_of_another(t, n_threads)) >= 0;)
+        fn(b * block, std::min(n, (b + 1) * block));
     });
   }
 
  private:
+  // A thread's blocks not yet taken, [first, last) as first << 32 | last: its owner takes from
+  // the front, other threads from the back, each with a compare-exchange of the whole.
+  struct alignas(64) BlockRun {
+    std::atomic<uint64_t> blocks;
+  };
+  static uint64_t pack_run(int64_t first, int64_t last) {
+    return static_cast<uint64_t>(first) << 32 | static_cast<uint32_t>(last);
+  }
+  void split_into_runs(int64_t blocks);
+  int64_t take_first(int t);
+  int64_t take_last_of_another(int t, int n_threads);
   void worker_loop(int index);
 
   int n_threads_;
@@ -65,6 +79,7 @@ class ThreadPool {
   std::atomic<uint32_t> generation_{0};
   std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
+  std::vector<BlockRun> runs_;
 };
 
 // Physical cores of this machine (hyperthread siblings counted once), at least 1.

@@ -214,11 +214,12 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch,
     }
   });
   constexpr int64_t kHeadRowBlock = 64;  // 64 rows of 2560: at most 320 KB (bf16), in L2
-  // Threads claim chunks of 1024 rows (2.6 MB int8) as they go rather than fixed halves: the
-  // head is the longest op of a step, and with 8 inputs a thread that ran slower idled the other
-  // (8 sequences: 1-16% more tokens/s in 6 of 6 alternating pairs; one sequence: no change).
+  // Blocks of 1024 rows (2.6 MB int8) that a thread done with its own may take from the other,
+  // rather than fixed halves: the head is the longest op of a step, and with 8 inputs a thread
+  // that ran slower idled the other (8 sequences: 1-16% more tokens/s in 6 of 6 alternating
+  // pairs; one sequence: no change).
   constexpr int64_t kHeadRowChunk = 16 * kHeadRowBlock;
-  pool_.parallel_for_chunks(c_.vocab_size, kHeadRowChunk, [&](int64_t begin, int64_t end) {
+  pool_.parallel_for_blocks(c_.vocab_size, kHeadRowChunk, [&](int64_t begin, int64_t end) {
     for (int64_t block = begin; block < end; block += kHeadRowBlock) {
       const int64_t block_end = std::min(end, block + kHeadRowBlock);
       if (quantized_head) {
