@@ -63,14 +63,15 @@ void ThreadPool::split_into_runs(int64_t blocks) {
                           std::memory_order_relaxed);
 }
 
-int64_t ThreadPool::take_first(int t) {
+std::pair<int64_t, int64_t> ThreadPool::take_front(int t) {
   std::atomic<uint64_t>& run = runs_[t].blocks;
   uint64_t blocks = run.load(std::memory_order_relaxed);
   for (;;) {
     const int64_t first = static_cast<int64_t>(blocks >> 32), last = static_cast<uint32_t>(blocks);
-    if (first >= last) return -1;
-    if (run.compare_exchange_weak(blocks, pack_run(first + 1, last), std::memory_order_relaxed))
-      return first;
+    if (first >= last) return {0, 0};
+    const int64_t taken = std::max<int64_t>(1, (last - first) / 4);
+    if (run.compare_exchange_weak(blocks, pack_run(first + taken, last), std::memory_order_relaxed))
+      return {first, first + taken};
   }
 }
 

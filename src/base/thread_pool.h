@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace bitnet {
@@ -42,10 +43,10 @@ class ThreadPool {
 
   // Splits [0, n) into blocks of `block` (the last shorter) and gives each thread an even,
   // contiguous run of them; a thread that has finished its own run takes the last blocks of
-  // another's, one at a time. fn(begin, end) is called per block (once for all on one thread),
-  // a thread's own blocks in ascending order: each core streams its rows in order, and the
-  // threads still finish together when one runs slower (a VM's vCPUs drift apart, and some
-  // stretches of memory read slower than others).
+  // another's, one at a time. fn(begin, end) is called for ranges of whole blocks: a thread's
+  // own in ascending order, so each core streams its rows in order, and the threads still finish
+  // together when one runs slower (a VM's vCPUs drift apart, and some stretches of memory read
+  // slower than others).
   template <class Fn>
   void parallel_for_blocks(int64_t n, int64_t block, Fn&& fn) {
     if (n_threads_ == 1 || n <= block) {
@@ -54,14 +55,22 @@ class ThreadPool {
     }
     split_into_runs((n + block - 1) / block);
     run([&](int t, int n_threads) {
-      for (int64_t b; (b = take_first(t)) >= 0 || (b = take_last_of_another(t, n_threads)) >= 0;)
-        fn(b * block, std::min(n, (b + 1) * block));
+      for (;;) {
+        auto [first, last] = take_front(t);
+        if (first >= last) {
+          first = take_last_of_another(t, n_threads);
+          if (first < 0) return;
+          last = first + 1;
+        }
+        fn(first * block, std::min(n, last * block));
+      }
     });
   }
 
  private:
   // A thread's blocks not yet taken, [first, last) as first << 32 | last: its owner takes from
-  // the front, other threads from the back, each with a compare-exchange of the whole.
+  // the front, a quarter of what is left at a time (so a run costs a few compare-exchanges, not
+  // one per block), other threads one block at a time from the back.
   struct alignas(64) BlockRun {
     std::atomic<uint64_t> blocks;
   };
@@ -69,7 +78,7 @@ class ThreadPool {
     return static_cast<uint64_t>(first) << 32 | static_cast<uint32_t>(last);
   }
   void split_into_runs(int64_t blocks);
-  int64_t take_first(int t);
+  std::pair<int64_t, int64_t> take_front(int t);
   int64_t take_last_of_another(int t, int n_threads);
   void worker_loop(int index);
 
