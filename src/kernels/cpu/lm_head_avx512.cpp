@@ -118,44 +118,60 @@ template <int R, int NT>
 // Each vpdpwssd adds two code x q products into each of 16 int32 lanes; input_limit() keeps a
 // lane's whole sum in range, and the lanes are added in int64. R rows x NT inputs: each code
 // vector is widened once for all NT inputs (batched decode), each input load serves R rows.
+// Fewer than 4 rows x inputs would leave the vpdpwssd waiting on each other's latency, so each
+// keeps C = 4 / (R x NT) accumulators, one per 32 columns in turn, added in int32 at the end
+// (an exact integer sum in any order).
 template <int R, int NT, _mm_hint kHint>
 void int8_rows(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_stride, int64_t r0,
                int64_t prefetch_bytes) {
-  __m512i acc[R][NT];
+  constexpr int C = R * NT >= 4 ? 1 : 4 / (R * NT);
+  constexpr int kStep = C > 2 ? 128 : 64;  // columns per iteration: one accumulator per 32
+  __m512i acc[C][R][NT];
   const int8_t* codes[R];
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
 #pragma GCC unroll 16
-    for (int n = 0; n < NT; ++n) acc[i][n] = _mm512_setzero_si512();
+    for (int c = 0; c < C; ++c)
+#pragma GCC unroll 16
+      for (int n = 0; n < NT; ++n) acc[c][i][n] = _mm512_setzero_si512();
     codes[i] = reinterpret_cast<const int8_t*>(head.codes + (r0 + i) * head.row_bytes());
   }
   const int64_t end = head.padded_cols();  // a multiple of 64
-  for (int64_t k = 0; k < end; k += 64) {
+  auto multiply = [&](int64_t k, int c) {
+    __m512i w[R];
 #pragma GCC unroll 16
-    for (int i = 0; i < R; ++i)
-      _mm_prefetch(reinterpret_cast<const char*>(codes[i] + k + prefetch_bytes), kHint);
-#pragma GCC unroll 2
-    for (int half = 0; half < 64; half += 32) {
-      __m512i w[R];
-#pragma GCC unroll 16
-      for (int i = 0; i < R; ++i) {
-        w[i] = _mm512_cvtepi8_epi16(
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes[i] + k + half)));
-      }
-#pragma GCC unroll 16
-      for (int n = 0; n < NT; ++n) {
-        __m512i q = _mm512_loadu_si512(in[n].q.data() + k + half);
-        __asm__("" : "+v"(q));  // one load for the R rows, not one folded into each vpdpwssd
-#pragma GCC unroll 16
-        for (int i = 0; i < R; ++i) acc[i][n] = _mm512_dpwssd_epi32(acc[i][n], w[i], q);
-      }
+    for (int i = 0; i < R; ++i) {
+      w[i] =
+          _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes[i] + k)));
     }
+#pragma GCC unroll 16
+    for (int n = 0; n < NT; ++n) {
+      __m512i q = _mm512_loadu_si512(in[n].q.data() + k);
+      __asm__("" : "+v"(q));  // one load for the R rows, not one folded into each vpdpwssd
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) acc[c][i][n] = _mm512_dpwssd_epi32(acc[c][i][n], w[i], q);
+    }
+  };
+  int64_t k = 0;
+  for (; k + kStep <= end; k += kStep) {
+#pragma GCC unroll 16
+    for (int line = 0; line < kStep; line += 64)
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i)
+        _mm_prefetch(reinterpret_cast<const char*>(codes[i] + k + line + prefetch_bytes), kHint);
+#pragma GCC unroll 4
+    for (int part = 0; part < kStep / 32; ++part) multiply(k + 32 * part, part % C);
   }
+  for (; k < end; k += 32) multiply(k, 0);  // the last 64 columns of an odd count, for C = 4
   Int8Sums<R, NT> sums;
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 16
-    for (int n = 0; n < NT; ++n) sums.acc[i][n] = acc[i][n];
+    for (int n = 0; n < NT; ++n) {
+      sums.acc[i][n] = acc[0][i][n];
+#pragma GCC unroll 4
+      for (int c = 1; c < C; ++c) sums.acc[i][n] = _mm512_add_epi32(sums.acc[i][n], acc[c][i][n]);
+    }
   store_int8_rows<R, NT>(sums, head, in, y, y_stride, r0);
 }
 
