@@ -237,6 +237,38 @@ TEST(Float16, F16RoundTripsEveryPattern) {
   }
 }
 
+// f32_to_f16_row (F16C where the CPU has it) against f32_to_f16 element by element: a sample of
+// every exponent and sign, each f16 value's rounding ties and their neighbours, NaNs with
+// payloads, and every row length up to 40 (the vector loop's tail).
+TEST(Float16, RowConversionEqualsTheScalarOne) {
+  std::vector<float> x;
+  for (uint64_t bits = 0; bits <= 0xFFFFFFFFu; bits += 65521)
+    x.push_back(std::bit_cast<float>(static_cast<uint32_t>(bits)));
+  for (uint32_t h = 0; h < 0x7C00; ++h) {
+    const float lo = f16_to_f32(static_cast<uint16_t>(h));
+    const float hi = h + 1 == 0x7C00 ? 65536.0f : f16_to_f32(static_cast<uint16_t>(h + 1));
+    const float tie = static_cast<float>((static_cast<double>(lo) + hi) / 2);
+    for (float v : {tie, std::nextafter(tie, 0.0f), std::nextafter(tie, kInf)}) {
+      x.push_back(v);
+      x.push_back(-v);
+    }
+  }
+  for (uint32_t nan : {0x7F800001u, 0x7FC00000u, 0x7FFFFFFFu, 0xFFC00123u, 0xFF800001u})
+    x.push_back(std::bit_cast<float>(nan));
+  x.push_back(kInf);
+  x.push_back(-kInf);
+  std::vector<uint16_t> got(x.size());
+  f32_to_f16_row(x.data(), got.data(), static_cast<int64_t>(x.size()));
+  for (size_t i = 0; i < x.size(); ++i)
+    ASSERT_EQ(got[i], f32_to_f16(x[i])) << std::hex << std::bit_cast<uint32_t>(x[i]);
+  for (int64_t n = 0; n <= 40; ++n) {
+    std::vector<uint16_t> row(static_cast<size_t>(n) + 1, 0xABCD);
+    f32_to_f16_row(x.data() + 1000, row.data(), n);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(row[i], f32_to_f16(x[1000 + i])) << n << " " << i;
+    ASSERT_EQ(row[n], 0xABCD) << "wrote past " << n;
+  }
+}
+
 TEST(Float16, F16SpecialValues) {
   EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));     // smallest subnormal
   EXPECT_EQ(f16_to_f32(0x03FF), std::ldexp(1023.0f, -24));  // largest subnormal

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "base/float16.h"
 #include "bitnet/error.h"
+#include "kernels/cpu/ops.h"
 
 namespace bitnet {
 
@@ -49,6 +51,14 @@ size_t KvCache::bytes() const {
 
 void KvCache::write(int slot, int layer, int pos, const float* k, const float* v) {
   const int hd = head_dim_;
+  // f16: every head's keys and values converted at once, vectorized, then placed.
+  thread_local std::vector<uint16_t> halves;
+  const int64_t n = static_cast<int64_t>(n_kv_heads_) * hd;
+  if (type_ == KvCacheType::f16) {
+    halves.resize(static_cast<size_t>(2 * n));
+    f32_to_f16_row(k, halves.data(), n);
+    f32_to_f16_row(v, halves.data() + n, n);
+  }
   for (int h = 0; h < n_kv_heads_; ++h) {
     const size_t head = head_index(slot, layer, h);
     const int64_t base = static_cast<int64_t>(head) * padded_positions_ * hd;
@@ -69,9 +79,11 @@ void KvCache::write(int slot, int layer, int pos, const float* k, const float* v
       case KvCacheType::f16: {
         uint16_t* keys = reinterpret_cast<uint16_t*>(keys_.data());
         uint16_t* values = reinterpret_cast<uint16_t*>(values_.data());
+        const uint16_t* key_halves = halves.data() + h * hd;
+        const uint16_t* value_halves = halves.data() + n + h * hd;
         for (int i = 0; i < hd; ++i) {
-          keys[key_at(i)] = f32_to_f16(kh[i]);
-          values[value_at(i)] = f32_to_f16(vh[i]);
+          keys[key_at(i)] = key_halves[i];
+          values[value_at(i)] = value_halves[i];
         }
         break;
       }

@@ -62,6 +62,17 @@ BITNET_CLONE_PER_ISA void relu2_mul(const float* gate, const float* up, float* o
   }
 }
 
+void f32_to_f16_row_avx2(const float* x, uint16_t* out, int64_t n);  // ops_avx2.cpp
+
+void f32_to_f16_row(const float* x, uint16_t* out, int64_t n) {
+  static const bool f16c = CpuFeatures::host().avx2;
+  if (f16c) {
+    f32_to_f16_row_avx2(x, out, n);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) out[i] = f32_to_f16(x[i]);
+}
+
 void matvec_bf16(const uint16_t* w, int64_t cols, const float* x, float* y, int64_t row_begin,
                  int64_t row_end) {
   for (int64_t r = row_begin; r < row_end; ++r) {

@@ -21,6 +21,9 @@ void rope_tables(float theta, int head_dim, int context, std::vector<float>& cos
 // out[i] = relu(gate[i])^2 * up[i]. relu^2 overflows fp16, so the FFN stays fp32.
 void relu2_mul(const float* gate, const float* up, float* out, int64_t n);
 
+// out[i] = f32_to_f16(x[i]), with F16C where the CPU has it.
+void f32_to_f16_row(const float* x, uint16_t* out, int64_t n);
+
 // y[r] = sum_k x[k] * W[r][k] for rows [row_begin, row_end) of a bf16 matrix [rows][cols].
 void matvec_bf16(const uint16_t* w, int64_t cols, const float* x, float* y, int64_t row_begin,
                  int64_t row_end);
