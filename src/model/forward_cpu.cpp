@@ -39,7 +39,10 @@ CpuForward::CpuForward(std::shared_ptr<const Model> model, ThreadPool& pool, Cpu
 // rather than once per query head. A single token's KV heads are too few to balance (5 on 2
 // threads is 3 against 2), so its attention runs in two passes split evenly over the threads:
 // scores by key blocks, then outputs by dimensions. Every split gives the same bits (attention.h).
-void CpuForward::attention(const KvCache& kv, int layer, std::span<const BatchToken> batch) {
+// That lone token's key and value go into the cache here too, each KV head's by the thread that
+// scores the head's last key block: the cache write (scattered stores of the transposed key)
+// was the longest step a decoding thread ran while the others waited.
+void CpuForward::attention(KvCache& kv, int layer, std::span<const BatchToken> batch) {
   const int group = c_.n_heads / c_.n_kv_heads, hd = c_.head_dim;
   const int qkv_dim = c_.q_dim() + 2 * c_.kv_dim();
   const AttentionKernel kernel = attention_kernel(isa_, hd);
@@ -49,7 +52,7 @@ void CpuForward::attention(const KvCache& kv, int layer, std::span<const BatchTo
   auto output = [&](int64_t t, int kvh) {
     return attn_out_.data() + t * c_.q_dim() + static_cast<int64_t>(kvh) * group * hd;
   };
-  if (batch.size() == 1 && pool_.size() > 1) {
+  if (lone_token_attention(batch.size())) {
     const BatchToken& bt = batch[0];
     const int n_pos = bt.pos + 1;  // causal: positions 0..pos
     // One KV head's group of query heads takes head_scores floats of shared_scores_.
@@ -65,6 +68,10 @@ void CpuForward::attention(const KvCache& kv, int layer, std::span<const BatchTo
     };
     pool_.run([&](int thread, int n_threads) {
       split(blocks, thread, n_threads, [&](int kvh, int64_t b0, int64_t b1) {
+        if (b1 == blocks) {  // the block holding this token's own key
+          const float* k = qkv_.data() + c_.q_dim() + static_cast<int64_t>(kvh) * hd;
+          kv.write(bt.slot, layer, kvh, bt.pos, k, k + c_.kv_dim());
+        }
         kernel.scores(kv.head(bt.slot, layer, kvh), n_pos, b0, b1, query(0, kvh), group,
                       shared_scores_.data() + kvh * head_scores);
       });
@@ -158,7 +165,9 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch,
       const float* sin = rope_sin_.data() + static_cast<size_t>(bt.pos) * half;
       rope(q, c_.n_heads, c_.head_dim, cos, sin);
       rope(k, c_.n_kv_heads, c_.head_dim, cos, sin);
-      kv.write(bt.slot, l, bt.pos, k, v);
+      if (lone_token_attention(batch.size())) return;  // attention() writes the cache
+      for (int h = 0; h < c_.n_kv_heads; ++h)
+        kv.write(bt.slot, l, h, bt.pos, k + h * c_.head_dim, v + h * c_.head_dim);
     });
     attention(kv, l, batch);
     size_for(acts_hidden_, q_dim);

@@ -43,7 +43,10 @@ class CpuForward {
   CpuIsa isa() const { return isa_; }
 
  private:
-  void attention(const KvCache& kv, int layer, std::span<const BatchToken> batch);
+  void attention(KvCache& kv, int layer, std::span<const BatchToken> batch);
+  // One token on several threads: attention() splits its two passes evenly and writes the
+  // token's key and value into the cache itself.
+  bool lone_token_attention(size_t batch_size) const { return batch_size == 1 && pool_.size() > 1; }
 
   std::shared_ptr<const Model> model_;
   const ModelConfig& c_;

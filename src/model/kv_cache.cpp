@@ -49,60 +49,50 @@ size_t KvCache::bytes() const {
   return static_cast<size_t>(n_slots_) * context_length_ * bytes_per_position();
 }
 
-void KvCache::write(int slot, int layer, int pos, const float* k, const float* v) {
+void KvCache::write(int slot, int layer, int kv_head, int pos, const float* k, const float* v) {
   const int hd = head_dim_;
-  // f16: every head's keys and values converted at once, vectorized, then placed.
-  thread_local std::vector<uint16_t> halves;
-  const int64_t n = static_cast<int64_t>(n_kv_heads_) * hd;
-  if (type_ == KvCacheType::f16) {
-    halves.resize(static_cast<size_t>(2 * n));
-    f32_to_f16_row(k, halves.data(), n);
-    f32_to_f16_row(v, halves.data() + n, n);
-  }
-  for (int h = 0; h < n_kv_heads_; ++h) {
-    const size_t head = head_index(slot, layer, h);
-    const int64_t base = static_cast<int64_t>(head) * padded_positions_ * hd;
-    const float* kh = k + h * hd;
-    const float* vh = v + h * hd;
-    auto key_at = [&](int i) { return base + key_index(type_, hd, pos, i); };
-    auto value_at = [&](int i) { return base + value_index(type_, hd, pos, i); };
-    switch (type_) {
-      case KvCacheType::f32: {
-        float* keys = reinterpret_cast<float*>(keys_.data());
-        float* values = reinterpret_cast<float*>(values_.data());
-        for (int i = 0; i < hd; ++i) {
-          keys[key_at(i)] = kh[i];
-          values[value_at(i)] = vh[i];
-        }
-        break;
+  const size_t head = head_index(slot, layer, kv_head);
+  const int64_t base = static_cast<int64_t>(head) * padded_positions_ * hd;
+  auto key_at = [&](int i) { return base + key_index(type_, hd, pos, i); };
+  auto value_at = [&](int i) { return base + value_index(type_, hd, pos, i); };
+  switch (type_) {
+    case KvCacheType::f32: {
+      float* keys = reinterpret_cast<float*>(keys_.data());
+      float* values = reinterpret_cast<float*>(values_.data());
+      for (int i = 0; i < hd; ++i) {
+        keys[key_at(i)] = k[i];
+        values[value_at(i)] = v[i];
       }
-      case KvCacheType::f16: {
-        uint16_t* keys = reinterpret_cast<uint16_t*>(keys_.data());
-        uint16_t* values = reinterpret_cast<uint16_t*>(values_.data());
-        const uint16_t* key_halves = halves.data() + h * hd;
-        const uint16_t* value_halves = halves.data() + n + h * hd;
-        for (int i = 0; i < hd; ++i) {
-          keys[key_at(i)] = key_halves[i];
-          values[value_at(i)] = value_halves[i];
-        }
-        break;
+      break;
+    }
+    case KvCacheType::f16: {
+      thread_local std::vector<uint16_t> halves;  // the key, then the value, converted at once
+      halves.resize(static_cast<size_t>(2 * hd));
+      f32_to_f16_row(k, halves.data(), hd);
+      f32_to_f16_row(v, halves.data() + hd, hd);
+      uint16_t* keys = reinterpret_cast<uint16_t*>(keys_.data());
+      uint16_t* values = reinterpret_cast<uint16_t*>(values_.data());
+      for (int i = 0; i < hd; ++i) {
+        keys[key_at(i)] = halves[i];
+        values[value_at(i)] = halves[hd + i];
       }
-      case KvCacheType::q8: {
-        // Symmetric absmax / 127 per (position, head); an all-zero vector gets scale 0.
-        auto quantize = [&](const float* x, int8_t* out, auto index_of, float& scale) {
-          float max_abs = 0.0f;
-          for (int i = 0; i < hd; ++i) max_abs = std::max(max_abs, std::fabs(x[i]));
-          const float inv = max_abs > 0.0f ? 127.0f / max_abs : 0.0f;
-          for (int i = 0; i < hd; ++i)
-            out[index_of(i)] =
-                static_cast<int8_t>(std::clamp(std::nearbyint(x[i] * inv), -127.0f, 127.0f));
-          scale = max_abs / 127.0f;
-        };
-        const size_t scale_at = head * padded_positions_ + pos;
-        quantize(kh, reinterpret_cast<int8_t*>(keys_.data()), key_at, key_scales_[scale_at]);
-        quantize(vh, reinterpret_cast<int8_t*>(values_.data()), value_at, value_scales_[scale_at]);
-        break;
-      }
+      break;
+    }
+    case KvCacheType::q8: {
+      // Symmetric absmax / 127 per (position, head); an all-zero vector gets scale 0.
+      auto quantize = [&](const float* x, int8_t* out, auto index_of, float& scale) {
+        float max_abs = 0.0f;
+        for (int i = 0; i < hd; ++i) max_abs = std::max(max_abs, std::fabs(x[i]));
+        const float inv = max_abs > 0.0f ? 127.0f / max_abs : 0.0f;
+        for (int i = 0; i < hd; ++i)
+          out[index_of(i)] =
+              static_cast<int8_t>(std::clamp(std::nearbyint(x[i] * inv), -127.0f, 127.0f));
+        scale = max_abs / 127.0f;
+      };
+      const size_t scale_at = head * padded_positions_ + pos;
+      quantize(k, reinterpret_cast<int8_t*>(keys_.data()), key_at, key_scales_[scale_at]);
+      quantize(v, reinterpret_cast<int8_t*>(values_.data()), value_at, value_scales_[scale_at]);
+      break;
     }
   }
 }

@@ -32,8 +32,9 @@ class KvCache {
   // and their scales).
   size_t bytes_per_position() const;
 
-  // Stores the keys and values [n_kv_heads][head_dim] of one token.
-  void write(int slot, int layer, int pos, const float* k, const float* v);
+  // Stores one KV head's key and value [head_dim] of one token. Calls for different heads or
+  // positions may run concurrently.
+  void write(int slot, int layer, int kv_head, int pos, const float* k, const float* v);
   KvHeadView head(int slot, int layer, int kv_head) const;
   // The stored (dequantized) key and value of one position, [head_dim] each.
   void read(int slot, int layer, int kv_head, int pos, float* k, float* v) const;
