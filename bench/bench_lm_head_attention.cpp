@@ -117,8 +117,7 @@ const RotatingCache& cache(KvCacheType type, int n_pos) {
   for (int l = 0; l < c.n_layers; ++l) {
     for (int p = 0; p < n_pos; ++p) {
       const size_t at = static_cast<size_t>((l + p) % kDistinct) * kKvHeads * kHeadDim;
-      for (int h = 0; h < kKvHeads; ++h)
-        c.kv->write(0, l, h, p, k.data() + at + h * kHeadDim, v.data() + at + h * kHeadDim);
+      c.kv->write(0, l, p, k.data() + at, v.data() + at);
     }
   }
   return c;

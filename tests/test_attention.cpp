@@ -39,7 +39,7 @@ KvCache random_cache(KvCacheType type, int head_dim, int n, std::mt19937& rng) {
   KvCache kv(one_layer(1, head_dim), 1, n, type);
   for (int p = 0; p < n; ++p) {
     const auto k = random_floats(head_dim, rng, 1.0f), v = random_floats(head_dim, rng, 1.0f);
-    kv.write(0, 0, 0, p, k.data(), v.data());
+    kv.write(0, 0, p, k.data(), v.data());
   }
   return kv;
 }
@@ -175,7 +175,7 @@ TEST(AttentionKernels, Q8HandlesZeroQueriesZeroValuesAndExtremes) {
     if (p % 3 == 0) v = zeros;
     if (p % 5 == 0)
       for (float& x : k) x = x > 0 ? 3e4f : -3e4f;  // every key element at +-127 steps
-    kv.write(0, 0, 0, p, k.data(), p < 7 ? zeros.data() : v.data());
+    kv.write(0, 0, p, k.data(), p < 7 ? zeros.data() : v.data());
   }
   std::vector<float> big(head_dim);
   for (int i = 0; i < head_dim; ++i) big[i] = i % 2 ? 1e3f : -1e3f;
@@ -216,9 +216,7 @@ TEST(KvCache, WriteReadRoundTripsWithinTheTypesPrecision) {
     for (int p = 0; p < n; ++p) {
       keys.push_back(random_floats(n_kv_heads * head_dim, rng, p % 7 == 0 ? 0.01f : 3.0f));
       values.push_back(random_floats(n_kv_heads * head_dim, rng, 1.0f));
-      for (int h = 0; h < n_kv_heads; ++h)
-        kv.write(1, 0, h, p, keys.back().data() + h * head_dim,
-                 values.back().data() + h * head_dim);
+      kv.write(1, 0, p, keys.back().data(), values.back().data());
     }
     std::vector<float> k(head_dim), v(head_dim);
     for (int p = 0; p < n; ++p) {

@@ -711,8 +711,7 @@ TEST(CudaKernels, AttentionMatchesTheScalarKernelBitForBit) {
             k[i] = f16_to_f32(f32_to_f16(k[i]));
             v[i] = f16_to_f32(f32_to_f16(v[i]));
           }
-          for (int h = 0; h < n_kv_heads; ++h)
-            kv.write(s, 0, h, p, k.data() + h * head_dim, v.data() + h * head_dim);
+          kv.write(s, 0, p, k.data(), v.data());
           for (int h = 0; h < n_kv_heads; ++h) {
             for (int d = 0; d < head_dim; ++d) {
               const size_t at = static_cast<size_t>(s * slot_stride + h * head_stride +

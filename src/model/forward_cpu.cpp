@@ -165,9 +165,7 @@ void CpuForward::forward(KvCache& kv, std::span<const BatchToken> batch,
       const float* sin = rope_sin_.data() + static_cast<size_t>(bt.pos) * half;
       rope(q, c_.n_heads, c_.head_dim, cos, sin);
       rope(k, c_.n_kv_heads, c_.head_dim, cos, sin);
-      if (lone_token_attention(batch.size())) return;  // attention() writes the cache
-      for (int h = 0; h < c_.n_kv_heads; ++h)
-        kv.write(bt.slot, l, h, bt.pos, k + h * c_.head_dim, v + h * c_.head_dim);
+      if (!lone_token_attention(batch.size())) kv.write(bt.slot, l, bt.pos, k, v);
     });
     attention(kv, l, batch);
     size_for(acts_hidden_, q_dim);

@@ -35,6 +35,11 @@ class KvCache {
   // Stores one KV head's key and value [head_dim] of one token. Calls for different heads or
   // positions may run concurrently.
   void write(int slot, int layer, int kv_head, int pos, const float* k, const float* v);
+  // Every KV head's, from k and v [n_kv_heads][head_dim].
+  void write(int slot, int layer, int pos, const float* k, const float* v) {
+    for (int h = 0; h < n_kv_heads_; ++h)
+      write(slot, layer, h, pos, k + h * head_dim_, v + h * head_dim_);
+  }
   KvHeadView head(int slot, int layer, int kv_head) const;
   // The stored (dequantized) key and value of one position, [head_dim] each.
   void read(int slot, int layer, int kv_head, int pos, float* k, float* v) const;
