@@ -107,8 +107,7 @@ QuantizedActs random_acts(int64_t n_tokens, int64_t cols) {
 // The same contiguous row split as ternary_matmul, with a chosen kernel.
 void run_matmul(ThreadPool& p, TernaryMatmulFn kernel, const TernaryMatrix& w,
                 const QuantizedActs& acts, int64_t n_tokens, float* y) {
-  const int64_t grain = n_tokens >= kTernaryGemmMinTokens ? 32 : 16;
-  p.parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
+  p.parallel_for_blocks(w.rows, kTernaryRowBlock, [&](int64_t begin, int64_t end) {
     kernel(w, acts, n_tokens, y, w.rows, begin, end);
   });
 }

@@ -167,14 +167,7 @@ TernaryMatmulFn ternary_matmul_kernel(CpuIsa isa) {
 void ternary_matmul(ThreadPool& pool, CpuIsa isa, const TernaryMatrix& w, const QuantizedActs& acts,
                     int64_t n_tokens, float* y, int64_t y_stride) {
   TernaryMatmulFn kernel = ternary_matmul_kernel(isa);
-  // Blocks of 64 rows: whole cache lines of output, whole 32-row GEMM tiles, and a few
-  // microseconds of decode each, so that a thread taking another's last blocks evens out the
-  // finish. Against fixed halves, the threads' waits at the ends of decode's matmuls fell from
-  // 8.3% of a token's time to 2.1% (tg128, 2 threads); tokens/s rose less (a median 3% over 8
-  // alternating pairs, and 2.9% more once owners took a quarter of their run at a time), because
-  // a thread left alone reads faster than each of two.
-  constexpr int64_t kRowBlock = 64;
-  pool.parallel_for_blocks(w.rows, kRowBlock, [&](int64_t begin, int64_t end) {
+  pool.parallel_for_blocks(w.rows, kTernaryRowBlock, [&](int64_t begin, int64_t end) {
     kernel(w, acts, n_tokens, y, y_stride, begin, end);
   });
 }

@@ -64,13 +64,24 @@ TernaryKernel best_kernel(CpuIsa isa);
 TernaryMatmulFn ternary_matmul_kernel(CpuIsa isa);
 
 // From this many tokens on, the AVX-512 kernel switches from streaming GEMV to register-tiled
-// GEMM (ternary_matmul_avx512.cpp). Measured on whole-model batched decode: 4 sequences ran at
-// 114-118 tokens/s with the GEMV against 96-100 with the GEMM; at 5 and 6 they were even.
-constexpr int64_t kTernaryGemmMinTokens = 5;
+// GEMM (ternary_matmul_avx512.cpp). The t5 GEMV's carry sums cost two vpdpbusd per plane and
+// token, the GEMM's decoded digits one (plus compares off the multiply ports), while the GEMV
+// reads memory as one non-temporal stream. Whole-model batched decode on 2 threads, alternating
+// runs of each split: 4 sequences a median 6.7% faster with the GEMM (8 pairs, 7 faster),
+// 3 sequences 9.4% slower.
+constexpr int64_t kTernaryGemmMinTokens = 4;
 
 // A per-thread, cache-line aligned scratch buffer of at least `bytes` (grown as needed), where
 // the GEMMs decode a tile of codes once for many tokens.
 uint8_t* ternary_tile_buffer(int64_t bytes);
+
+// ternary_matmul splits rows across threads in blocks of 64: whole cache lines of output, whole
+// GEMM tiles (32 and 64 rows), and a few microseconds of decode each, so that a thread taking
+// another's last blocks evens out the finish. Against fixed halves, the threads' waits at the
+// ends of decode's matmuls fell from 8.3% of a token's time to 2.1% (tg128, 2 threads); tokens/s
+// rose less (a median 3% over 8 alternating pairs, and 2.9% more once owners took a quarter of
+// their run at a time), because a thread left alone reads faster than each of two.
+constexpr int64_t kTernaryRowBlock = 64;
 
 // The whole matrix, rows split across the pool's threads.
 void ternary_matmul(ThreadPool& pool, CpuIsa isa, const TernaryMatrix& w, const QuantizedActs& acts,
