@@ -106,7 +106,7 @@ TEST(LmHeadKernels, EveryIsaMatchesTheScalarKernelBitForBit) {
 }
 
 // Batched decode: several inputs in one call give each input's own result, for any count
-// (the AVX-512 int8 kernel takes them four at a time) and odd row ranges.
+// (the int8 kernels take them four at a time) and odd row ranges.
 TEST(LmHeadKernels, SeveralInputsEqualOneAtATime) {
   std::mt19937 rng(11);
   const int64_t rows = 67, cols = 2561;

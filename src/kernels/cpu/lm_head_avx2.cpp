@@ -1,4 +1,5 @@
-// AVX2 lm_head matvec: four rows at a time share each load of x. For bf16 and q4 a row's 16-lane
+// AVX2 lm_head matvec: four rows at a time share each load of x (int8 with several inputs: two
+// rows, each widened code vector shared by up to four inputs). For bf16 and q4 a row's 16-lane
 // fp32 accumulator is a pair of ymm registers (lanes 0-7, 8-15), in the canonical order of
 // canonical_math.h; int8 sums codes x int16 exactly with vpmaddwd. Either way results equal the
 // scalar kernel's.
@@ -54,36 +55,56 @@ void bf16_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) 
 }
 
 // Each vpmaddwd gives two code x q products per int32 lane; input_limit() keeps a lane's whole
-// sum in range, and the lanes are added in int64.
-template <int R>
-void int8_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) {
-  __m256i acc[R];
+// sum in range, and the lanes are added in int64. R rows x NT inputs: each code vector is widened
+// once for all NT inputs (batched decode), each input load serves R rows.
+template <int R, int NT>
+void int8_rows(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_stride, int64_t r0) {
+  __m256i acc[R][NT];
   const int8_t* codes[R];
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
-    acc[i] = _mm256_setzero_si256();
+#pragma GCC unroll 16
+    for (int n = 0; n < NT; ++n) acc[i][n] = _mm256_setzero_si256();
     codes[i] = reinterpret_cast<const int8_t*>(head.codes + (r0 + i) * head.row_bytes());
   }
   const int64_t end = head.padded_cols();
   for (int64_t k = 0; k < end; k += 16) {
-    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in.q.data() + k));
+    __m256i w[R];
 #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
       if (k % 64 == 0)
         _mm_prefetch(reinterpret_cast<const char*>(codes[i] + k + kPrefetchBytes), _MM_HINT_T0);
-      const __m256i w =
-          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes[i] + k)));
-      acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(w, q));
+      w[i] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes[i] + k)));
+    }
+#pragma GCC unroll 16
+    for (int n = 0; n < NT; ++n) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in[n].q.data() + k));
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) acc[i][n] = _mm256_add_epi32(acc[i][n], _mm256_madd_epi16(w[i], q));
     }
   }
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
-    alignas(32) int32_t lanes[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc[i]);
-    int64_t dot = 0;
-    for (int32_t lane : lanes) dot += lane;
-    y[r0 + i] = static_cast<float>(dot) / in.scale * head.row_scales[r0 + i];
+#pragma GCC unroll 16
+    for (int n = 0; n < NT; ++n) {
+      alignas(32) int32_t lanes[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc[i][n]);
+      int64_t dot = 0;
+      for (int32_t lane : lanes) dot += lane;
+      y[n * y_stride + r0 + i] = static_cast<float>(dot) / in[n].scale * head.row_scales[r0 + i];
+    }
   }
+}
+
+// Rows [row_begin, row_end) for NT inputs: 4 rows at a time for one input, 2 for more (R x NT
+// accumulators, the widened codes and an input within the 16 ymm registers).
+template <int NT>
+void int8_run(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_stride,
+              int64_t row_begin, int64_t row_end) {
+  constexpr int R = NT == 1 ? kTileRows : 2;
+  int64_t r = row_begin;
+  for (; r + R <= row_end; r += R) int8_rows<R, NT>(head, in, y, y_stride, r);
+  for (; r < row_end; ++r) int8_rows<1, NT>(head, in, y, y_stride, r);
 }
 
 // Lanes j..j+7 of a group: bytes j..j+7 hold elements j..j+7 (low nibbles) and j+16..j+23.
@@ -120,7 +141,6 @@ void q4_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) {
 template <LmHeadFormat F, int R>
 void tile(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0) {
   if constexpr (F == LmHeadFormat::bf16) bf16_rows<R>(head, in, y, r0);
-  if constexpr (F == LmHeadFormat::int8) int8_rows<R>(head, in, y, r0);
   if constexpr (F == LmHeadFormat::q4) q4_rows<R>(head, in, y, r0);
 }
 
@@ -136,18 +156,25 @@ void run_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t row_b
 
 void lm_head_matvec_avx2(const LmHead& head, std::span<const LmHeadInput> ins, float* y,
                          int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  if (head.format == LmHeadFormat::int8) {
+    constexpr size_t kMaxInputs = 4;  // 2 rows x 4 inputs: 8 accumulators
+    for (size_t n0 = 0; n0 < ins.size(); n0 += kMaxInputs) {
+      const LmHeadInput* in = ins.data() + n0;
+      float* out = y + static_cast<int64_t>(n0) * y_stride;
+      const size_t n = std::min(kMaxInputs, ins.size() - n0);
+      if (n == 4) int8_run<4>(head, in, out, y_stride, row_begin, row_end);
+      if (n == 3) int8_run<3>(head, in, out, y_stride, row_begin, row_end);
+      if (n == 2) int8_run<2>(head, in, out, y_stride, row_begin, row_end);
+      if (n == 1) int8_run<1>(head, in, out, y_stride, row_begin, row_end);
+    }
+    return;
+  }
   for (size_t n = 0; n < ins.size(); ++n) {
     float* out = y + static_cast<int64_t>(n) * y_stride;
-    switch (head.format) {
-      case LmHeadFormat::bf16:
-        run_rows<LmHeadFormat::bf16>(head, ins[n], out, row_begin, row_end);
-        break;
-      case LmHeadFormat::int8:
-        run_rows<LmHeadFormat::int8>(head, ins[n], out, row_begin, row_end);
-        break;
-      case LmHeadFormat::q4:
-        run_rows<LmHeadFormat::q4>(head, ins[n], out, row_begin, row_end);
-        break;
+    if (head.format == LmHeadFormat::bf16) {
+      run_rows<LmHeadFormat::bf16>(head, ins[n], out, row_begin, row_end);
+    } else {
+      run_rows<LmHeadFormat::q4>(head, ins[n], out, row_begin, row_end);
     }
   }
 }
