@@ -7,7 +7,7 @@ namespace {
 // vpmaddubsw (codes u8 x activations s8 -> s16: at most 2 * 2 * 128, never saturates), then
 // vpmaddwd against ones -> s32.
 struct MaddDot {
-  static constexpr bool kStreamsBatches = false;  // see kYmmStreamMinTokens
+  static constexpr int kStreamMaxTokens = 7;  // see kYmmStreamMinTokens
   static __m256i dot(__m256i acc, __m256i codes, __m256i q) {
     const __m256i ones = _mm256_set1_epi16(1);
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(codes, q), ones));

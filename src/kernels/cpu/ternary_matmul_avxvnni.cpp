@@ -5,7 +5,7 @@ namespace bitnet {
 namespace {
 
 struct VnniDot {
-  static constexpr bool kStreamsBatches = true;  // see kYmmStreamMinTokens
+  static constexpr int kStreamMaxTokens = 8;  // see kYmmStreamMinTokens
   static __m256i dot(__m256i acc, __m256i codes, __m256i q) {
     return _mm256_dpbusd_avx_epi32(acc, codes, q);
   }

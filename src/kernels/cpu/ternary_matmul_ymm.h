@@ -8,8 +8,8 @@
 // each, one row per 32-bit lane, multiplied against 4 activations of a token broadcast to every
 // lane, so no horizontal reduction is needed. Up to 7 tokens, a group is processed one half at a
 // time (the second pass reads the group from L1/L2), NT tokens at once, decoding codes once for
-// NT tokens; with AVX-VNNI, 5-8 tokens decode each half vector once for all of them. From 8
-// tokens (9 with AVX-VNNI; prefill, large batches) a group is decoded once into a per-thread
+// NT tokens; 5-7 tokens (5-8 with AVX-VNNI) decode each half vector once for all of them. From
+// 8 tokens (9 with AVX-VNNI; prefill, large batches) a group is decoded once into a per-thread
 // tile and every token multiplies it from there.
 #include <immintrin.h>
 
@@ -223,12 +223,13 @@ void with_remaining_tokens(int64_t count, Fn&& fn) {
   if (count == 1) fn.template operator()<1>();
 }
 
-// With a one-instruction dot product (AVX-VNNI), 5-8 tokens take half_group_streamed; before,
-// 5-7 decoded each half vector again for each 4 tokens and 8 went through the tile. 13824 x 2560
-// for 8 tokens on 1 thread (bitnet_bench ternary_gemm_batch8, medians of 3 alternating runs):
-// t5 92 -> 119 GMAC/s, i2 104 -> 177. vpmaddubsw + vpmaddwd (AVX2) need two more registers
-// and spill: t5 78 -> 66, so they keep the old paths.
-constexpr int64_t kYmmStreamMinTokens = 5, kYmmStreamMaxTokens = 8;
+// From 5 tokens to Dot::kStreamMaxTokens, half_group_streamed; before, 5-7 tokens decoded each
+// half vector again for each 4 tokens and 8 went through the tile. 13824 x 2560 on 1 thread:
+// AVX-VNNI at 8 tokens (bitnet_bench ternary_gemm_batch8, medians of 3 alternating runs) t5
+// 92 -> 119 GMAC/s, i2 104 -> 177. vpmaddubsw + vpmaddwd (AVX2) need two more registers: t5
+// 45-47 -> 58-61 GMAC/s at 5-7 tokens (medians of 300 calls in turns), but 78 -> 66 at 8, where
+// the tile stays.
+constexpr int64_t kYmmStreamMinTokens = 5;
 
 // Calls fn.template operator()<NT>() with NT = count, 5 <= count <= 8.
 template <class Fn>
@@ -334,8 +335,9 @@ void matmul_ymm_any_format(const TernaryMatrix& w, const QuantizedActs& acts, in
                            float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
   using T5Codes = CodesPolicy<T5HalfDecoder, Dot>;
   using I2Codes = CodesPolicy<I2HalfDecoder, Dot>;
-  if constexpr (Dot::kStreamsBatches) {
-    if (n_tokens >= kYmmStreamMinTokens && n_tokens <= kYmmStreamMaxTokens) {
+  static_assert(Dot::kStreamMaxTokens <= 8, "with_streamed_tokens covers 5 to 8 tokens");
+  if constexpr (Dot::kStreamMaxTokens >= kYmmStreamMinTokens) {
+    if (n_tokens >= kYmmStreamMinTokens && n_tokens <= Dot::kStreamMaxTokens) {
       auto streamed = [&]<class D>() {
         with_streamed_tokens(n_tokens, [&]<int NT>() {
           for_each_half_group(row_begin, row_end, [&](int64_t g, int h) {
