@@ -80,7 +80,8 @@ void int8_rows(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_st
     for (int n = 0; n < NT; ++n) {
       const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in[n].q.data() + k));
 #pragma GCC unroll 16
-      for (int i = 0; i < R; ++i) acc[i][n] = _mm256_add_epi32(acc[i][n], _mm256_madd_epi16(w[i], q));
+      for (int i = 0; i < R; ++i)
+        acc[i][n] = _mm256_add_epi32(acc[i][n], _mm256_madd_epi16(w[i], q));
     }
   }
 #pragma GCC unroll 16

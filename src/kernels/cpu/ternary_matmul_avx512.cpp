@@ -85,8 +85,8 @@ struct T5Decoder {
     const __m512i one_third = _mm512_set1_epi8(86), two_thirds = _mm512_set1_epi8(-85);  // 171
     const __m512i one = _mm512_set1_epi8(1);
     const __m512i at_least_one = _mm512_maskz_mov_epi8(_mm512_cmpge_epu8_mask(x, one_third), one);
-    const __m512i digit =
-        _mm512_mask_add_epi8(at_least_one, _mm512_cmpge_epu8_mask(x, two_thirds), at_least_one, one);
+    const __m512i digit = _mm512_mask_add_epi8(at_least_one, _mm512_cmpge_epu8_mask(x, two_thirds),
+                                               at_least_one, one);
     if (i + 1 < kPlanes) x = _mm512_add_epi8(_mm512_add_epi8(x, x), x);
     return digit;
   }

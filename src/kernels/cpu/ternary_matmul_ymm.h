@@ -162,9 +162,10 @@ void half_group_times_tokens(const TernaryMatrix& w, const QuantizedActs& acts, 
   }
 }
 
-// Rows 16g + 8h .. 16g + 8h + 7 for tokens 0 .. NT, NT = 5-8 (batched decode), one accumulator per token:
-// each half vector is decoded one plane at a time, and each plane multiplied into every token
-// at once, in registers (NT accumulators, the state, a plane and a broadcast fit the 16 ymm).
+// Rows 16g + 8h .. 16g + 8h + 7 for tokens 0 .. NT, NT = 5-8 (batched decode), one accumulator
+// per token: each half vector is decoded one plane at a time, and each plane multiplied into
+// every token at once, in registers (NT accumulators, the state, a plane and a broadcast fit the
+// 16 ymm).
 template <class D, class Dot, int NT>
 void half_group_streamed(const TernaryMatrix& w, const QuantizedActs& acts, float* y,
                          int64_t y_stride, int64_t g, int h, int64_t row_begin, int64_t row_end) {
