@@ -232,13 +232,14 @@ void with_remaining_tokens(int64_t count, Fn&& fn) {
 // the tile stays.
 constexpr int64_t kYmmStreamMinTokens = 5;
 
-// Calls fn.template operator()<NT>() with NT = count, 5 <= count <= 8.
-template <class Fn>
+// Calls fn.template operator()<NT>() with NT = count, kYmmStreamMinTokens <= count <= kMax
+// (only those NT are compiled).
+template <int kMax, int NT = kYmmStreamMinTokens, class Fn>
 void with_streamed_tokens(int64_t count, Fn&& fn) {
-  if (count == 5) fn.template operator()<5>();
-  if (count == 6) fn.template operator()<6>();
-  if (count == 7) fn.template operator()<7>();
-  if (count == 8) fn.template operator()<8>();
+  if constexpr (NT <= kMax) {
+    if (count == NT) return fn.template operator()<NT>();
+    with_streamed_tokens<kMax, NT + 1>(count, fn);
+  }
 }
 
 // From this many tokens each group is decoded once into a per-thread tile and multiplied from
@@ -336,23 +337,20 @@ void matmul_ymm_any_format(const TernaryMatrix& w, const QuantizedActs& acts, in
                            float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
   using T5Codes = CodesPolicy<T5HalfDecoder, Dot>;
   using I2Codes = CodesPolicy<I2HalfDecoder, Dot>;
-  static_assert(Dot::kStreamMaxTokens <= 8, "with_streamed_tokens covers 5 to 8 tokens");
-  if constexpr (Dot::kStreamMaxTokens >= kYmmStreamMinTokens) {
-    if (n_tokens >= kYmmStreamMinTokens && n_tokens <= Dot::kStreamMaxTokens) {
-      auto streamed = [&]<class D>() {
-        with_streamed_tokens(n_tokens, [&]<int NT>() {
-          for_each_half_group(row_begin, row_end, [&](int64_t g, int h) {
-            half_group_streamed<D, Dot, NT>(w, acts, y, y_stride, g, h, row_begin, row_end);
-          });
+  if (n_tokens >= kYmmStreamMinTokens && n_tokens <= Dot::kStreamMaxTokens) {
+    auto streamed = [&]<class D>() {
+      with_streamed_tokens<Dot::kStreamMaxTokens>(n_tokens, [&]<int NT>() {
+        for_each_half_group(row_begin, row_end, [&](int64_t g, int h) {
+          half_group_streamed<D, Dot, NT>(w, acts, y, y_stride, g, h, row_begin, row_end);
         });
-      };
-      if (w.format == TernaryFormat::t5) {
-        streamed.template operator()<T5HalfDecoder>();
-      } else {
-        streamed.template operator()<I2HalfDecoder>();
-      }
-      return;
+      });
+    };
+    if (w.format == TernaryFormat::t5) {
+      streamed.template operator()<T5HalfDecoder>();
+    } else {
+      streamed.template operator()<I2HalfDecoder>();
     }
+    return;
   }
   if (n_tokens >= kYmmTileMinTokens && w.format == TernaryFormat::t5) {
     matmul_tiled<T5HalfDecoder, Dot>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
