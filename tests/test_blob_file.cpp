@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "base/blob_file.h"
 #include "base/thread_pool.h"
@@ -144,6 +145,28 @@ TEST_F(BlobFileTest, CorruptedBlobOrHeaderFailsItsChecksum) {
   patch_byte(path_, size - 200, 0x10);
   patch_byte(path_, 45, 0x01);  // inside the JSON header
   EXPECT_THAT(error_of(path_, pool_), HasSubstr("header checksum mismatch"));
+}
+
+// Blob entries are untrusted even behind a valid header checksum: a negative or fractional
+// offset, size or checksum is an error naming the blob, not a wrapped or undefined conversion.
+TEST_F(BlobFileTest, BlobFieldsMustBeNonNegativeIntegers) {
+  const std::string original = test::read_file(path_);
+  for (const char* field : {"offset", "bytes", "xxh3"}) {
+    for (const nlohmann::json& bad :
+         {nlohmann::json(1e300), nlohmann::json(-64), nlohmann::json(64.5), nlohmann::json("64")}) {
+      SCOPED_TRACE(std::string(field) + " = " + bad.dump());
+      test::write_file(path_, original);
+      test::edit_blob_file_header(path_, [&](nlohmann::json& header) {
+        for (auto& blob : header["blobs"]) {
+          if (blob["name"] == "floats") blob[field] = bad;
+        }
+      });
+      const std::string msg = error_of(path_, pool_);
+      EXPECT_THAT(msg, HasSubstr(path_.string()));
+      EXPECT_THAT(msg, HasSubstr("blob 'floats': " + std::string(field) +
+                                 " must be a non-negative integer, found " + bad.dump()));
+    }
+  }
 }
 
 TEST_F(BlobFileTest, OtherFilesAreNotTakenForModels) {

@@ -217,6 +217,30 @@ TEST(ModelConfig, NonPositiveFloats) {
   }
 }
 
+TEST(ModelConfig, FloatsMustStayPositiveAsFloats) {
+  // 1e-50 rounds to 0 as a float, 1e39 to infinity; neither is a usable epsilon or base.
+  for (const std::string& field : std::vector<std::string>{"rope_theta", "rms_norm_eps"}) {
+    for (const json& bad : {json(1e-50), json(1e39), json(1e300)}) {
+      SCOPED_TRACE(field + " = " + bad.dump());
+      json j = config_2b4t();
+      j[field] = bad;
+      EXPECT_THAT(error_of(j), HasSubstr("'" + field + "'"));
+    }
+  }
+  json j = config_2b4t();
+  j["rms_norm_eps"] = 1e-40;  // a subnormal float, still positive
+  EXPECT_GT(parse(j).rms_norm_eps, 0.0f);
+}
+
+TEST(ModelConfig, AttentionRowsMustFitAnInt) {
+  // (20 + 2 * 5) * 2^28 rows of q, k and v: more than an int holds.
+  json j = config_2b4t();
+  j["head_dim"] = 1 << 28;
+  const std::string msg = error_of(j);
+  EXPECT_THAT(msg, HasSubstr("'head_dim'"));
+  EXPECT_THAT(msg, HasSubstr("8053063680"));
+}
+
 TEST(ModelConfig, TieWordEmbeddingsMustBeBool) {
   json j = config_2b4t();
   j["tie_word_embeddings"] = 1;

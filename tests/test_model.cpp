@@ -472,6 +472,18 @@ TEST(ModelErrors, TruncatedAndMalformedFiles) {
   EXPECT_THAT(load_error(tmp / "nowhere"), HasSubstr("no such file or directory"));
 }
 
+TEST(ModelErrors, LayerCountBeyondTheCheckpointFailsAtTheFirstMissingLayer) {
+  const auto src = cached_model("bf16", tiny_spec());
+  test::TempDir tmp;
+  rewrite_model(src, tmp / "m", [](auto&, auto&) {});
+  // Allocating 2^30 layers up front would take hundreds of GB.
+  nlohmann::json config = nlohmann::json::parse(test::read_file(tmp / "m" / "config.json"));
+  config["num_hidden_layers"] = 1 << 30;
+  test::write_file(tmp / "m" / "config.json", config.dump());
+  EXPECT_THAT(load_error(tmp / "m"),
+              HasSubstr("tensor 'model.layers.2.input_layernorm.weight' is missing"));
+}
+
 TEST(ModelErrors, CorruptValuesGiveWarnings) {
   const auto src = cached_model("bf16", tiny_spec());
   test::TempDir tmp;

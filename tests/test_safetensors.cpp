@@ -290,6 +290,27 @@ TEST(Safetensors, ShapeProductOverflow) {
   entry_error(dir, json{{"dtype", "F32"}, {"shape", {b32, 3, b32}}, {"data_offsets", {0, 0}}});
 }
 
+TEST(Safetensors, ZeroDimDoesNotHideHugeDims) {
+  TempDir dir;
+  // numel is 0 whatever follows a 0 dim, but each dim must still fit TensorView's int64_t shape
+  // (2^64 - 1 would read as -1) and their product stays bounded.
+  const uint64_t max = ~uint64_t{0}, b40 = uint64_t{1} << 40;
+  for (const json& shape : {json::array({0, max}), json::array({max, 0}),
+                            json::array({0, uint64_t{1} << 63}), json::array({b40, 0, b40})}) {
+    SCOPED_TRACE(shape.dump());
+    const std::string msg =
+        entry_error(dir, json{{"dtype", "U8"}, {"shape", shape}, {"data_offsets", {0, 0}}});
+    EXPECT_THAT(msg, HasSubstr("shape is too large"));
+  }
+  // Small dims beside a 0 are fine: an empty tensor.
+  const fs::path path = dir / "empty.safetensors";
+  write_raw(
+      path,
+      json{{"w", {{"dtype", "U8"}, {"shape", {0, 1 << 20}}, {"data_offsets", {0, 0}}}}}.dump(), {});
+  SafetensorsFile f(path);
+  EXPECT_EQ(f.tensors().at("w").numel(), 0);
+}
+
 TEST(TensorSet, OpenDirWithSingleFile) {
   TempDir dir;
   write_simple(dir / "model.safetensors", {"a", "b"});

@@ -2,12 +2,16 @@
 // Llama 3 vocabulary is exercised in test_tokenizer_llama3.cpp.
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
 
+#include <climits>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 
 #include "bitnet/error.h"
 #include "bitnet/tokenizer.h"
@@ -373,6 +377,78 @@ TEST(TokenizerTest, MalformedTokenizerJsonGivesClearErrors) {
               from(good, json{{"bos_token", "<nope>"}});
             }),
             "tokenizer_config.json: bos_token: \"<nope>\" is not in the vocabulary");
+}
+
+// nlohmann reports a number beyond double range as out_of_range, not parse_error: still an error
+// naming the file.
+TEST(TokenizerTest, NumbersBeyondDoubleRangeAreInvalidJson) {
+  std::string text = make_tokenizer_json({}, {}, false).dump();
+  text.insert(1, "\"x\": 1e999, ");
+  EXPECT_EQ(error_of([&] {
+              Tokenizer::from_json(text, "", "dir/tokenizer.json");
+            }).rfind("dir/tokenizer.json: invalid JSON: ", 0),
+            0u);
+  EXPECT_EQ(error_of([] {
+              Tokenizer::from_json(make_tokenizer_json({}, {}, false).dump(), "{\"x\": -1e999}",
+                                   "dir/tokenizer.json");
+            }).rfind("dir/tokenizer_config.json: invalid JSON: ", 0),
+            0u);
+}
+
+// Token arrays are indexed by id: ids may leave gaps, but one huge id must not allocate
+// gigabytes (nor overflow id + 1).
+TEST(TokenizerTest, TokenIdsFarBeyondTheTokenCountAreRejected) {
+  const json good = make_tokenizer_json({"bc"}, {"b c"}, true);  // 257 tokens
+  json vocab_id = good;
+  vocab_id["model"]["vocab"]["zz"] = INT32_MAX;
+  EXPECT_EQ(error_of([&] { from(vocab_id); }),
+            "tokenizer.json: model.vocab[\"zz\"]: id 2147483647 is out of range: ids must be "
+            "below 1540 (twice the number of tokens listed, plus 1024)");
+  json added_id = good;
+  added_id["added_tokens"] = {added_token(2000000000, "<big>", true)};
+  EXPECT_EQ(error_of([&] { from(added_id); }),
+            "tokenizer.json: added_tokens[0].id: id 2000000000 is out of range: ids must be "
+            "below 1540 (twice the number of tokens listed, plus 1024)");
+  json gap = good;
+  gap["added_tokens"] = {added_token(1500, "<s>", true)};
+  const Tokenizer tok = from(gap);
+  EXPECT_EQ(tok.vocab_size(), 1501);
+  EXPECT_EQ(tok.token_id("<s>"), 1500);
+  EXPECT_EQ(tok.encode("bc<s>", false), (std::vector<int32_t>{256, 1500}));
+}
+
+// `text` copied to the end of a readable page, followed by an unreadable one: reading past the
+// end of the view faults.
+class TextAtPageEnd {
+ public:
+  explicit TextAtPageEnd(std::string_view text)
+      : page_(static_cast<size_t>(sysconf(_SC_PAGESIZE))) {
+    void* p = mmap(nullptr, 2 * page_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("mmap failed");
+    base_ = static_cast<char*>(p);
+    mprotect(base_ + page_, page_, PROT_NONE);
+    std::memcpy(base_ + page_ - text.size(), text.data(), text.size());
+    view_ = {base_ + page_ - text.size(), text.size()};
+  }
+  ~TextAtPageEnd() { munmap(base_, 2 * page_); }
+  TextAtPageEnd(const TextAtPageEnd&) = delete;
+  TextAtPageEnd& operator=(const TextAtPageEnd&) = delete;
+  std::string_view view() const { return view_; }
+
+ private:
+  size_t page_;
+  char* base_ = nullptr;
+  std::string_view view_;
+};
+
+TEST(TokenizerTest, EmptyMatchAtTheEndOfTheTextReadsNothingPastIt) {
+  json j = make_tokenizer_json({"bc"}, {"b c"}, false);
+  j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "$";  // an empty match at the end
+  const Tokenizer tok = from(j);
+  const std::string text = "abc";
+  const TextAtPageEnd guarded(text);
+  EXPECT_EQ(tok.encode(guarded.view(), false), (std::vector<int32_t>{'a', 256}));
+  EXPECT_EQ(tok.encode(text, false), (std::vector<int32_t>{'a', 256}));
 }
 
 TEST(TokenizerTest, LoadNamesTheMissingFile) {

@@ -3,11 +3,15 @@
 
 #include <sys/wait.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <string>
@@ -66,6 +70,26 @@ inline std::string read_file(const std::filesystem::path& path) {
 inline void write_file(const std::filesystem::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;
+}
+
+// Rewrites the JSON header of a converted (.bitnet) file through edit() and sets its length and
+// checksum as the writer would, so a test reaches the checks behind the checksum. The header is
+// written in place: the blobs keep their offsets (the writer leaves room after the header).
+inline void edit_blob_file_header(const std::filesystem::path& path,
+                                  const std::function<void(nlohmann::json&)>& edit) {
+  constexpr size_t kFixedHeader = 40;
+  std::string file = read_file(path);
+  uint64_t header_bytes = 0;
+  std::memcpy(&header_bytes, file.data() + 16, 8);
+  nlohmann::json header = nlohmann::json::parse(file.substr(kFixedHeader, header_bytes));
+  edit(header);
+  const std::string text = header.dump();
+  file.replace(kFixedHeader, text.size(), text);
+  header_bytes = text.size();
+  const uint64_t hash = XXH3_64bits(text.data(), text.size());
+  std::memcpy(file.data() + 16, &header_bytes, 8);
+  std::memcpy(file.data() + 32, &hash, 8);
+  write_file(path, file);
 }
 
 struct CliResult {

@@ -17,9 +17,11 @@ class Tokenizer {
   // add_bos_token, chat_template); or the same files stored in a converted .bitnet model file.
   // Throws bitnet::Error naming the file and field at fault.
   static Tokenizer load(const std::filesystem::path& model_dir);
+  // Errors name source_name, or config_name for tokenizer_config.json (by default the
+  // tokenizer_config.json beside source_name).
   static Tokenizer from_json(std::string_view tokenizer_json,
-                             std::string_view tokenizer_config_json,
-                             const std::string& source_name);
+                             std::string_view tokenizer_config_json, const std::string& source_name,
+                             const std::string& config_name = "");
 
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;

@@ -187,12 +187,21 @@ BlobFile::BlobFile(const std::filesystem::path& path) : file_(path) {
     const nlohmann::json header = nlohmann::json::parse(text, text + header_bytes);
     meta_ = header.at("meta");
     for (const auto& b : header.at("blobs")) {
-      const uint64_t offset = b.at("offset").get<uint64_t>(), size = b.at("bytes").get<uint64_t>();
       const std::string name = b.at("name").get<std::string>();
+      // get<uint64_t>() would wrap a negative number and convert a float out of range.
+      const auto u64 = [&](const char* key) {
+        const nlohmann::json& v = b.at(key);
+        if (!v.is_number_unsigned()) {
+          throw Error(where + ": blob '" + name + "': " + key +
+                      " must be a non-negative integer, found " + v.dump());
+        }
+        return v.get<uint64_t>();
+      };
+      const uint64_t offset = u64("offset"), size = u64("bytes");
       if (offset % kBlobAlignment != 0 || offset > bytes.size() || size > bytes.size() - offset) {
         throw Error(where + ": blob '" + name + "' lies outside the file");
       }
-      blobs_[name] = {bytes.subspan(offset, size), b.at("xxh3").get<uint64_t>()};
+      blobs_[name] = {bytes.subspan(offset, size), u64("xxh3")};
     }
   } catch (const nlohmann::json::exception& e) {
     throw Error(where + ": malformed header: " + e.what());

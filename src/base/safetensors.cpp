@@ -112,13 +112,16 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path
     view.name = name;
     view.dtype = parse_dtype(entry["dtype"].get<std::string>(), at);
     view.file = &file_.path();
-    uint64_t numel = 1;
+    // extent, the product of the non-zero dims, is bounded too: after a 0 dim, numel stays 0
+    // whatever follows, but each dim must still fit the int64_t of TensorView::shape.
+    uint64_t numel = 1, extent = 1;
     for (const json& d : entry["shape"]) {
       if (!d.is_number_unsigned()) throw Error(at + ": shape has a non-integer or negative dim");
       uint64_t dim = d.get<uint64_t>();
-      if (dim != 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / dim) {
+      if (dim != 0 && extent > std::numeric_limits<uint64_t>::max() / 16 / dim) {
         throw Error(at + ": shape is too large");
       }
+      if (dim != 0) extent *= dim;
       numel *= dim;
       view.shape.push_back(static_cast<int64_t>(dim));
     }

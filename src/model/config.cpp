@@ -1,4 +1,5 @@
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -30,11 +31,14 @@ class Fields {
     }
     return v.get<int>();
   }
+  // Positive as a float, too: 1e-50 would round to 0 and 1e39 to infinity.
   float positive_float(const std::string& key) const {
     const json& v = require(key);
-    if (!v.is_number() || !(v.get<double>() > 0))
-      fail(key, "must be a positive number, found " + v.dump());
-    return v.get<float>();
+    const double d = v.is_number() ? v.get<double>() : 0.0;
+    if (!(d > 0) || d > std::numeric_limits<float>::max() || static_cast<float>(d) == 0.0f) {
+      fail(key, "must be a positive number within float range, found " + v.dump());
+    }
+    return static_cast<float>(d);
   }
   std::string string(const std::string& key) const {
     const json& v = require(key);
@@ -83,6 +87,12 @@ ModelConfig ModelConfig::from_json(std::string_view text, const std::string& sou
     f.fail("num_attention_heads", "must divide hidden_size when head_dim is absent");
   }
   if (c.head_dim % 2 != 0) f.fail("head_dim", "must be even for rotary embeddings");
+  // q_dim() + 2 * kv_dim(), the fused qkv rows, is computed in int.
+  const int64_t qkv_rows = (int64_t{c.n_heads} + 2 * int64_t{c.n_kv_heads}) * c.head_dim;
+  if (qkv_rows > (1 << 30)) {
+    f.fail("head_dim", "gives (num_attention_heads + 2 * num_key_value_heads) * head_dim = " +
+                           std::to_string(qkv_rows) + ", more than 2^30");
+  }
   if (c.n_heads % c.n_kv_heads != 0) {
     f.fail("num_key_value_heads",
            "must divide num_attention_heads (" + std::to_string(c.n_heads) + ")");

@@ -32,6 +32,12 @@ std::span<const uint8_t> dense_bytes(const DenseMatrix& m) {
           static_cast<size_t>(m.rows * m.cols) * dtype_size(m.dtype)};
 }
 
+// memcpy, except that an empty range (whose vector data() may be null, which memcpy must not be
+// given) copies nothing.
+void copy_bytes(void* out, std::span<const uint8_t> bytes) {
+  if (!bytes.empty()) std::memcpy(out, bytes.data(), bytes.size());
+}
+
 const char* kLayerMatrices[] = {"qkv", "o", "gate_up", "down"};
 
 TernaryMatrix LayerWeights::*matrix_member(int i) {
@@ -105,10 +111,23 @@ std::unique_ptr<Model::Weights> load_converted_weights(const std::shared_ptr<con
   w->keep_alive.push_back(file);
   const std::string where = file->path().string();
   try {
-    const TernaryFormat ternary =
-        parse_ternary_format(meta.at("ternary_format").get<std::string>());
-    const LmHeadFormat head_format =
-        parse_lm_head_format(meta.at("lm_head_format").get<std::string>());
+    // The parse functions' errors list the choices; here they also name the file.
+    const auto format = [&](const char* key, auto parse) {
+      try {
+        return parse(meta.at(key).get<std::string>());
+      } catch (const Error& e) {
+        throw Error(where + ": meta '" + key + "': " + e.what());
+      }
+    };
+    const TernaryFormat ternary = format("ternary_format", parse_ternary_format);
+    const LmHeadFormat head_format = format("lm_head_format", parse_lm_head_format);
+    // As Model::load checks for a checkpoint directory: the forward pass normalizes the
+    // attention output (q_dim values) with attn_sub_norm (hidden_size weights).
+    if (c.q_dim() != c.hidden_dim) {
+      throw Error(where +
+                  ": config_json: num_attention_heads * head_dim = " + std::to_string(c.q_dim()) +
+                  " must equal hidden_size = " + std::to_string(c.hidden_dim));
+    }
     const std::string embed_dtype = meta.at("embed_dtype").get<std::string>();
     if (embed_dtype != "BF16" && embed_dtype != "F32")
       throw Error(where + ": unsupported embed_dtype " + embed_dtype);
@@ -124,31 +143,33 @@ std::unique_ptr<Model::Weights> load_converted_weights(const std::shared_ptr<con
     auto floats = [&](const std::string& name, int64_t n) {
       const auto bytes = file->blob(name, static_cast<uint64_t>(n) * sizeof(float));
       std::vector<float> v(static_cast<size_t>(n));
-      std::memcpy(v.data(), bytes.data(), bytes.size());
+      copy_bytes(v.data(), bytes);
       return v;
     };
     w->embed = dense("embed");
+    w->lm_head_tied = meta.at("lm_head_tied").get<bool>();
     // Read a row at a time unless a bf16 head reads the whole table every token anyway.
     w->embed.release_rows_after_read = !(w->lm_head_tied && head_format == LmHeadFormat::bf16);
-    w->lm_head_tied = meta.at("lm_head_tied").get<bool>();
     if (!w->lm_head_tied) w->lm_head_own = dense("lm_head");
     const int64_t shapes[4][2] = {{c.q_dim() + 2 * c.kv_dim(), c.hidden_dim},
                                   {c.hidden_dim, c.q_dim()},
                                   {2LL * c.ffn_dim, c.hidden_dim},
                                   {c.hidden_dim, c.ffn_dim}};
     const int64_t norm_sizes[4] = {c.hidden_dim, c.hidden_dim, c.hidden_dim, c.ffn_dim};
-    w->layers.resize(static_cast<size_t>(c.n_layers));
+    // A layer at a time, each checked against its blobs: a num_hidden_layers the file does not
+    // hold fails at the first missing layer instead of allocating them all first.
     for (int l = 0; l < c.n_layers; ++l) {
       const std::string p = "layers." + std::to_string(l) + ".";
+      LayerWeights& layer = w->layers.emplace_back();
       for (int i = 0; i < 4; ++i) {
-        TernaryMatrix& m = w->layers[l].*matrix_member(i);
+        TernaryMatrix& m = layer.*matrix_member(i);
         m.rows = shapes[i][0];
         m.cols = shapes[i][1];
         m.format = ternary;
         m.packed =
             file->blob(p + kLayerMatrices[i] + ".packed", static_cast<uint64_t>(m.bytes())).data();
         m.row_scales = floats(p + kLayerMatrices[i] + ".scales", m.rows);
-        w->layers[l].*norm_member(i) = floats(p + kLayerNorms[i], norm_sizes[i]);
+        layer.*norm_member(i) = floats(p + kLayerNorms[i], norm_sizes[i]);
       }
     }
     w->final_norm = floats("final_norm", c.hidden_dim);
@@ -171,10 +192,10 @@ std::unique_ptr<Model::Weights> load_converted_weights(const std::shared_ptr<con
               .data();
       const auto row_scales =
           file->blob("output_head.row_scales", head.row_scales.size() * sizeof(float));
-      std::memcpy(head.row_scales.data(), row_scales.data(), row_scales.size());
+      copy_bytes(head.row_scales.data(), row_scales);
       const auto group_scales =
           file->blob("output_head.group_scales", head.group_scales.size() * sizeof(uint16_t));
-      std::memcpy(head.group_scales.data(), group_scales.data(), group_scales.size());
+      copy_bytes(head.group_scales.data(), group_scales);
       w->output_head = std::move(head);
     }
   } catch (const nlohmann::json::exception& e) {

@@ -71,10 +71,11 @@ class Loader {
     auto w = std::make_unique<Model::Weights>();
     w->keep_alive.push_back(tensors_);
     w->embed = dense("model.embed_tokens.weight", c.vocab_size, c.hidden_dim);
-    w->layers.resize(c.n_layers);
+    // A layer at a time: a num_hidden_layers the checkpoint does not hold fails at the first
+    // missing tensor instead of allocating every layer first.
     for (int l = 0; l < c.n_layers; ++l) {
       report(static_cast<double>(l) / c.n_layers);
-      load_layer(l, w->layers[l]);
+      load_layer(l, w->layers.emplace_back());
     }
     w->final_norm = vector("model.norm.weight", c.hidden_dim);
     if (tensors_->find("lm_head.weight")) {

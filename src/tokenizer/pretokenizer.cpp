@@ -75,6 +75,8 @@ void split_one(const pcre2_code* code, MatchState& state, std::string_view text,
     const size_t start = ovector[0];
     const size_t end = ovector[1];
     if (end == start) {  // an empty match splits nothing; step over one character
+      // At the end of the text (`$` matches there) there is no character to step over.
+      if (start >= text.size()) break;
       search_from = start + utf8_char_length(static_cast<uint8_t>(text[start]));
       continue;
     }

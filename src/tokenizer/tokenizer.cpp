@@ -27,7 +27,7 @@ using tokenizer::PreTokenizer;
 json parse_json(std::string_view text, const std::string& file_name) {
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
     throw Error(file_name + ": invalid JSON: " + e.what());
   }
 }
@@ -124,7 +124,7 @@ json parse_tokenizer_json(std::string_view text, const std::string& file_name,
   TokenizerJsonReader reader(doc, vocab);
   try {
     json::sax_parse(text, &reader);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
     throw Error(file_name + ": invalid JSON: " + e.what());
   }
   return doc;
@@ -168,6 +168,9 @@ struct Tokenizer::Impl {
        const std::string& source_name, const std::string& config_name);
 
   void parse_added_tokens(const json& node, const std::string& where);
+  // Throws unless id < id_limit. Arrays are indexed by id: a lone huge id would allocate
+  // gigabytes.
+  void check_id_limit(int64_t id, const std::string& where) const;
   void parse_post_processor(const json& node, const std::string& where);
   void parse_template(const json& node, const std::string& where);
   void parse_config(const json& config, const std::string& config_name);
@@ -192,6 +195,8 @@ struct Tokenizer::Impl {
   std::optional<int32_t> bos;
   std::optional<int32_t> eos;
   std::string chat_template;
+  // Ids may leave gaps, but no more than twice the number of tokens listed, plus 1024.
+  int64_t id_limit = 0;
 };
 
 Tokenizer::Impl::Impl(const json& tokenizer, const tokenizer::VocabEntries& vocab,
@@ -209,17 +214,21 @@ Tokenizer::Impl::Impl(const json& tokenizer, const tokenizer::VocabEntries& voca
     throw Error(source_name + ": decoder: expected a ByteLevel decoder, got " + decoder.dump());
   }
 
+  const json& added = field_or_null(tokenizer, "added_tokens");
+  id_limit =
+      2 * static_cast<int64_t>(bpe.vocab().size() + (added.is_array() ? added.size() : 0)) + 1024;
   for (const auto& [text, id] : bpe.vocab()) {
+    check_id_limit(id, source_name + ": model.vocab[\"" + text + "\"]");
     if (static_cast<size_t>(id) >= token_bytes.size()) {
-      token_bytes.resize(id + 1);
-      has_token.resize(id + 1);
+      token_bytes.resize(static_cast<size_t>(id) + 1);
+      has_token.resize(static_cast<size_t>(id) + 1);
     }
     // Like HF's ByteLevel decoder, a token outside the byte-level alphabet decodes as its text.
     token_bytes[id] = tokenizer::byte_level_to_bytes(text).value_or(text);
     has_token[id] = true;
   }
   special.resize(token_bytes.size());
-  parse_added_tokens(field_or_null(tokenizer, "added_tokens"), source_name + ": added_tokens");
+  parse_added_tokens(added, source_name + ": added_tokens");
   parse_post_processor(field_or_null(tokenizer, "post_processor"),
                        source_name + ": post_processor");
   parse_config(config, config_name);
@@ -245,6 +254,7 @@ void Tokenizer::Impl::parse_added_tokens(const json& node, const std::string& wh
       return value.is_boolean() && value.get<bool>();
     };
     if (flag("single_word")) throw Error(entry_where + ".single_word: true is not supported");
+    check_id_limit(entry["id"].get<int64_t>(), entry_where + ".id");
     AddedToken token{entry["content"].get<std::string>(), entry["id"].get<int32_t>(),
                      flag("lstrip"), flag("rstrip")};
     const size_t id = token.id;
@@ -266,6 +276,13 @@ void Tokenizer::Impl::parse_added_tokens(const json& node, const std::string& wh
     std::stable_sort(indices.begin(), indices.end(), [&](size_t a, size_t b) {
       return added_tokens[a].content.size() > added_tokens[b].content.size();
     });
+  }
+}
+
+void Tokenizer::Impl::check_id_limit(int64_t id, const std::string& where) const {
+  if (id >= id_limit) {
+    throw Error(where + ": id " + std::to_string(id) + " is out of range: ids must be below " +
+                std::to_string(id_limit) + " (twice the number of tokens listed, plus 1024)");
   }
 }
 
@@ -392,9 +409,9 @@ Tokenizer Tokenizer::load(const std::filesystem::path& model_dir) {
   if (std::filesystem::is_regular_file(model_dir) && BlobFile::has_magic(model_dir)) {
     // A converted model file carries its tokenizer files as blobs.
     const BlobFile file(model_dir);
-    return from_json(file.verified_text("tokenizer.json"),
-                     file.verified_text("tokenizer_config.json"),
-                     model_dir.string() + ": tokenizer.json");
+    return from_json(
+        file.verified_text("tokenizer.json"), file.verified_text("tokenizer_config.json"),
+        model_dir.string() + ": tokenizer.json", model_dir.string() + ": tokenizer_config.json");
   }
   const std::filesystem::path tokenizer_path = model_dir / "tokenizer.json";
   const std::filesystem::path config_path = model_dir / "tokenizer_config.json";
@@ -406,10 +423,12 @@ Tokenizer Tokenizer::load(const std::filesystem::path& model_dir) {
 
 Tokenizer Tokenizer::from_json(std::string_view tokenizer_json,
                                std::string_view tokenizer_config_json,
-                               const std::string& source_name) {
-  // Config errors name the file beside source_name.
+                               const std::string& source_name,
+                               const std::string& config_source_name) {
   const std::string config_name =
-      (std::filesystem::path(source_name).parent_path() / "tokenizer_config.json").string();
+      !config_source_name.empty()
+          ? config_source_name
+          : (std::filesystem::path(source_name).parent_path() / "tokenizer_config.json").string();
   tokenizer::VocabEntries vocab;
   const json tokenizer = parse_tokenizer_json(tokenizer_json, source_name, vocab);
   if (!tokenizer.is_object()) throw Error(source_name + ": expected a JSON object");
