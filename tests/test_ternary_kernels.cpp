@@ -267,6 +267,32 @@ TEST(QuantizeActivations, RoundsHalfToEven) {
   expect_matches_reference(x, 1, static_cast<int64_t>(x.size()), 0);
 }
 
+TEST(QuantizeActivations, NonFiniteInputsGiveTheSameCodesOnEveryIsa) {
+  // A model with non-finite weights loads with a warning; its activations must still quantize
+  // to defined codes, the same on every variant: NaN to -128.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  for (const std::vector<float>& x :
+       {std::vector<float>(37, 0.5f), std::vector<float>(300, -2.0f)}) {
+    for (float bad : {nan, -nan, inf, -inf}) {
+      std::vector<float> row = x;
+      row[3] = bad;
+      row.back() = nan;
+      const int64_t cols = static_cast<int64_t>(row.size());
+      QuantizedActs scalar;
+      quantize_activations(row.data(), cols, 1, cols, scalar, CpuIsa::scalar);
+      EXPECT_EQ(scalar.q[static_cast<size_t>(cols - 1)], -128);
+      for (CpuIsa isa : host_isas()) {
+        SCOPED_TRACE(isa_name(isa));
+        QuantizedActs acts;
+        quantize_activations(row.data(), cols, 1, cols, acts, isa);
+        EXPECT_EQ(acts.sum[0], scalar.sum[0]);
+        for (int64_t k = 0; k < cols; ++k) ASSERT_EQ(acts.q[k], scalar.q[k]) << k;
+      }
+    }
+  }
+}
+
 TEST(QuantizeActivations, ZeroRow) {
   std::vector<float> x(300, 0.0f);
   for (CpuIsa isa : host_isas()) {

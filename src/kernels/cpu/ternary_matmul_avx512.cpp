@@ -416,7 +416,7 @@ void quantize_activation_row_avx512(const float* x, int64_t cols, int8_t* q, flo
                          lo),
         hi);
     _mm512_mask_cvtepi32_storeu_epi8(q + k, m, r);
-    total = _mm512_add_epi32(total, r);
+    total = _mm512_mask_add_epi32(total, m, total, r);  // 0 * a NaN scale is not 0
   }
   scale = s;
   sum = _mm512_reduce_add_epi32(total);
