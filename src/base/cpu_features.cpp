@@ -7,9 +7,8 @@
 namespace bitnet {
 namespace {
 
-// CPUID leaf 7, subleaf 1, EAX bit 4, read directly: clang 14 (Debian 12's) has no "avxvnni" name
-// for
-// __builtin_cpu_supports, and the fuzz targets (tests/fuzz) build this file with clang.
+// CPUID leaf 7, subleaf 1, EAX bit 4, read directly: clang 14 (Debian 12's) has no "avxvnni"
+// name for __builtin_cpu_supports, and the fuzz targets (tests/fuzz) build this file with clang.
 bool cpu_has_avx_vnni() {
   unsigned eax, ebx, ecx, edx;
   return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 4)) != 0;

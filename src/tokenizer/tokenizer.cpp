@@ -168,9 +168,9 @@ struct Tokenizer::Impl {
        const std::string& source_name, const std::string& config_name);
 
   void parse_added_tokens(const json& node, const std::string& where);
-  // Throws unless id < id_limit. Arrays are indexed by id: a lone huge id would allocate
-  // gigabytes.
-  void check_id_limit(int64_t id, const std::string& where) const;
+  // Arrays are indexed by id: a lone huge id would allocate gigabytes. The error names `where`,
+  // built only on failure (the vocabulary has 128k entries).
+  [[noreturn]] void id_out_of_range(int64_t id, const std::string& where) const;
   void parse_post_processor(const json& node, const std::string& where);
   void parse_template(const json& node, const std::string& where);
   void parse_config(const json& config, const std::string& config_name);
@@ -218,7 +218,7 @@ Tokenizer::Impl::Impl(const json& tokenizer, const tokenizer::VocabEntries& voca
   id_limit =
       2 * static_cast<int64_t>(bpe.vocab().size() + (added.is_array() ? added.size() : 0)) + 1024;
   for (const auto& [text, id] : bpe.vocab()) {
-    check_id_limit(id, source_name + ": model.vocab[\"" + text + "\"]");
+    if (id >= id_limit) id_out_of_range(id, source_name + ": model.vocab[\"" + text + "\"]");
     if (static_cast<size_t>(id) >= token_bytes.size()) {
       token_bytes.resize(static_cast<size_t>(id) + 1);
       has_token.resize(static_cast<size_t>(id) + 1);
@@ -254,7 +254,8 @@ void Tokenizer::Impl::parse_added_tokens(const json& node, const std::string& wh
       return value.is_boolean() && value.get<bool>();
     };
     if (flag("single_word")) throw Error(entry_where + ".single_word: true is not supported");
-    check_id_limit(entry["id"].get<int64_t>(), entry_where + ".id");
+    if (const int64_t id = entry["id"].get<int64_t>(); id >= id_limit)
+      id_out_of_range(id, entry_where + ".id");
     AddedToken token{entry["content"].get<std::string>(), entry["id"].get<int32_t>(),
                      flag("lstrip"), flag("rstrip")};
     const size_t id = token.id;
@@ -279,11 +280,9 @@ void Tokenizer::Impl::parse_added_tokens(const json& node, const std::string& wh
   }
 }
 
-void Tokenizer::Impl::check_id_limit(int64_t id, const std::string& where) const {
-  if (id >= id_limit) {
-    throw Error(where + ": id " + std::to_string(id) + " is out of range: ids must be below " +
-                std::to_string(id_limit) + " (twice the number of tokens listed, plus 1024)");
-  }
+void Tokenizer::Impl::id_out_of_range(int64_t id, const std::string& where) const {
+  throw Error(where + ": id " + std::to_string(id) + " is out of range: ids must be below " +
+              std::to_string(id_limit) + " (twice the number of tokens listed, plus 1024)");
 }
 
 void Tokenizer::Impl::parse_post_processor(const json& node, const std::string& where) {
