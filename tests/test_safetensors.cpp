@@ -362,12 +362,15 @@ TEST(TensorSet, IndexNamingMissingShard) {
 TEST(TensorSet, IndexWithPathOutsideTheDirectory) {
   TempDir dir;
   write_simple(dir / "model-00001-of-00001.safetensors", {"a"});
-  for (const char* evil : {"../evil", "../evil.safetensors", "sub/x.safetensors", "/etc/passwd"}) {
+  using namespace std::string_literals;
+  for (const std::string& evil :
+       {"../evil"s, "../evil.safetensors"s, "sub/x.safetensors"s, "/etc/passwd"s, ""s, "."s,
+        "model-00001-of-00001.safetensors\0.txt"s}) {
     SCOPED_TRACE(evil);
     write_index(dir, index_for({{"a", "model-00001-of-00001.safetensors"}, {"b", evil}}));
     const std::string msg = error_of([&] { TensorSet::open_dir(dir.path()); });
     EXPECT_THAT(msg, HasSubstr("model.safetensors.index.json"));
-    EXPECT_THAT(msg, HasSubstr("'b'"));
+    EXPECT_THAT(msg, HasSubstr("weight_map['b'] is not the name of a file"));
   }
 }
 

@@ -169,9 +169,12 @@ TensorSet TensorSet::open_dir(const std::filesystem::path& dir) {
       if (!file.is_string())
         throw Error(index.string() + ": weight_map['" + name + "'] is not a string");
       const std::string shard = file.get<std::string>();
-      if (shard.find('/') != std::string::npos || shard.find("..") != std::string::npos) {
+      // A plain file name in the model directory: no path, and no NUL (which would cut the
+      // name short where the operating system reads it).
+      if (shard.empty() || shard == "." || shard.find('/') != std::string::npos ||
+          shard.find("..") != std::string::npos || shard.find('\0') != std::string::npos) {
         throw Error(index.string() + ": weight_map['" + name +
-                    "'] names a file outside the model directory");
+                    "'] is not the name of a file in the model directory");
       }
       shards.insert(shard);
     }
