@@ -1,11 +1,14 @@
 // bitnet chat: an interactive, multi-turn chat on the terminal (or one message per line from a
 // pipe), reusing the KV cache across turns.
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <random>
 
 #include "bitnet/chat.h"
@@ -35,23 +38,40 @@ constexpr const char* kHelp =
     "  /stats         context use\n"
     "  /exit          leave (or Ctrl-D); Ctrl-C stops a reply\n";
 
-// Set by SIGINT; polled while streaming a reply, and by the line reader (whose read() the
-// signal interrupts, since the handler is installed without SA_RESTART).
+// Ctrl-C. The handler sets a flag, which a streaming reply polls, and writes a byte to a pipe,
+// which the line reader polls next to stdin. So a Ctrl-C that lands after a reply's last token,
+// before the prompt's read() blocks, still reaches the prompt instead of being lost.
 std::atomic<bool> g_interrupted{false};
+int g_interrupt_pipe[2] = {-1, -1};
 
 extern "C" void on_sigint(int) {
   g_interrupted.store(true);
+  const char byte = 1;
+  [[maybe_unused]] const ssize_t written = ::write(g_interrupt_pipe[1], &byte, 1);
 }
 
 void install_sigint_handler() {
+  if (::pipe2(g_interrupt_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+    throw Error(std::string("chat: cannot create the Ctrl-C pipe: ") + std::strerror(errno));
+  }
   struct sigaction action = {};
   action.sa_handler = on_sigint;
   sigemptyset(&action.sa_mask);
-  action.sa_flags = 0;  // no SA_RESTART: a blocked read() returns EINTR
+  action.sa_flags = SA_RESTART;
   sigaction(SIGINT, &action, nullptr);
 }
 
-// Reads lines from stdin with read(2), so that Ctrl-C at the prompt is seen at once.
+// Consumes a pending Ctrl-C: true if there was one. The pipe is drained first, so a Ctrl-C that
+// arrives in between leaves its byte for the next poll rather than being lost.
+bool take_interrupt() {
+  char drain[64];
+  while (::read(g_interrupt_pipe[0], drain, sizeof drain) > 0) {
+  }
+  return g_interrupted.exchange(false);
+}
+
+// Reads lines from stdin with read(2), waiting in poll(2) on stdin and the Ctrl-C pipe, so that
+// Ctrl-C at the prompt is seen at once.
 class LineReader {
  public:
   enum class Status { line, end, interrupted };
@@ -65,15 +85,21 @@ class LineReader {
         if (!line.empty() && line.back() == '\r') line.pop_back();
         return Status::line;
       }
+      pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {g_interrupt_pipe[0], POLLIN, 0}};
+      if (::poll(fds, 2, -1) < 0) continue;  // EINTR: the pipe now says why
+      if (fds[1].revents != 0) {
+        if (take_interrupt()) {
+          buffer_.clear();  // the terminal dropped the half-typed line too
+          return Status::interrupted;
+        }
+        continue;
+      }
       char chunk[4096];
       const ssize_t got = ::read(STDIN_FILENO, chunk, sizeof chunk);
       if (got > 0) {
         buffer_.append(chunk, static_cast<size_t>(got));
-      } else if (got < 0 && errno == EINTR) {
-        if (g_interrupted.exchange(false)) {
-          buffer_.clear();  // the terminal dropped the half-typed line too
-          return Status::interrupted;
-        }
+      } else if (got < 0 && (errno == EINTR || errno == EAGAIN)) {
+        continue;
       } else {
         if (buffer_.empty()) return Status::end;
         line = std::move(buffer_);  // a last line without a newline
@@ -205,7 +231,7 @@ class ChatLoop {
   }
 
   void send(const std::string& line) {
-    g_interrupted.store(false);
+    take_interrupt();
     static const bool terminal = isatty(STDOUT_FILENO) != 0;
     auto stream = [](const std::string& piece) {
       const std::string shown = terminal ? printable(piece) : piece;
@@ -220,7 +246,9 @@ class ChatLoop {
       std::fprintf(stderr, "bitnet: error: %s\n", e.what());
       return;
     }
-    g_interrupted.store(false);
+    // A Ctrl-C that stopped the reply is spent; one that came after its last token waits for
+    // the prompt.
+    if (reply.interrupted) take_interrupt();
     std::fputc('\n', stdout);
     std::fflush(stdout);
     if (reply.interrupted) notice("(stopped)");
