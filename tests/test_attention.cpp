@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -239,6 +240,23 @@ TEST(KvCache, WriteReadRoundTripsWithinTheTypesPrecision) {
       }
     }
   }
+}
+
+// Non-finite keys and values (from a corrupted checkpoint) give defined q8 codes: a NaN the low
+// bound, an infinity makes the scale infinite.
+TEST(KvCache, Q8StoresNonFiniteValuesAsDefinedCodes) {
+  const int head_dim = 8;
+  KvCache kv(one_layer(1, head_dim), 1, 1, KvCacheType::q8);
+  std::vector<float> k(head_dim, 1.0f), v(head_dim, 1.0f);
+  k[2] = std::numeric_limits<float>::quiet_NaN();
+  v[5] = std::numeric_limits<float>::infinity();
+  kv.write(0, 0, 0, k.data(), v.data());
+  std::vector<float> k_out(head_dim), v_out(head_dim);
+  kv.read(0, 0, 0, 0, k_out.data(), v_out.data());
+  EXPECT_EQ(k_out[0], 1.0f);
+  EXPECT_EQ(k_out[2], -1.0f);  // code -127 at the scale of the finite values
+  // The scale is infinite, so every finite value rounds to code 0, and inf * 0 is a NaN: -127.
+  EXPECT_EQ(v_out[5], -std::numeric_limits<float>::infinity());
 }
 
 TEST(KvCache, BytesCountWhatAttentionReads) {

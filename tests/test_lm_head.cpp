@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <memory>
 #include <random>
 #include <span>
@@ -248,6 +249,42 @@ TEST(LmHeadKernels, Int8ExtremesDoNotOverflow) {
       }
     }
   }
+}
+
+// A corrupted checkpoint's NaN or infinite values (loaded with a warning) quantize to defined
+// codes: a NaN to the low bound, as activation quantization does, instead of an undefined cast.
+TEST(LmHeadKernels, NonFiniteValuesGiveDefinedCodes) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  const int64_t cols = 40;
+  std::vector<float> row(static_cast<size_t>(cols), 0.5f);
+  row[0] = nan;
+  row[1] = -1.0f;
+  LmHead int8 = LmHead::allocate(LmHeadFormat::int8, 2, cols);
+  int8.set_row(0, row.data());
+  const auto* codes = reinterpret_cast<const int8_t*>(int8.codes);
+  EXPECT_EQ(codes[0], -127);  // NaN
+  EXPECT_EQ(codes[1], -127);  // the row's largest finite magnitude
+  EXPECT_EQ(codes[2], 64);
+  row[0] = inf;  // scale infinite: every finite value rounds to 0, the inf itself is a NaN
+  int8.set_row(1, row.data());
+  codes += int8.row_bytes();
+  EXPECT_EQ(codes[0], -127);
+  EXPECT_EQ(codes[1], 0);
+
+  row[0] = nan;
+  LmHead q4 = LmHead::allocate(LmHeadFormat::q4, 1, cols);
+  q4.set_row(0, row.data());
+  // The group's extreme (-1) sits on code 0, 0.5 on 12; the NaN on code 0.
+  EXPECT_EQ(q4.codes[0] & 0x0F, 0);
+  EXPECT_EQ(q4.codes[1] & 0x0F, 0);
+  EXPECT_EQ(q4.codes[2] & 0x0F, 12);
+
+  std::vector<float> x(static_cast<size_t>(cols), 1.0f);
+  x[3] = nan;
+  const LmHeadInput in = prepared(int8, x);
+  EXPECT_EQ(in.q[3], -int8.input_limit());
+  EXPECT_EQ(in.q[4], int8.input_limit());
 }
 
 TEST(LmHeadKernels, QuantizedWeightsStayWithinHalfAStep) {

@@ -502,5 +502,68 @@ TEST(ModelErrors, CorruptValuesGiveWarnings) {
               HasSubstr("embed_tokens.weight' has 1 non-finite"));
 }
 
+TEST(ModelErrors, PackedProjectionWithRowsNotAMultipleOf4) {
+  const auto src = cached_model("packed", tiny_spec(QuantMode::offline));
+  test::TempDir tmp;
+  std::filesystem::copy(src, tmp / "m");
+  // 64 heads of 2 still span hidden_size 128, but k_proj and v_proj now have 2 rows each.
+  nlohmann::json config = nlohmann::json::parse(test::read_file(tmp / "m" / "config.json"));
+  config["num_attention_heads"] = 64;
+  config["num_key_value_heads"] = 1;
+  config["head_dim"] = 2;
+  test::write_file(tmp / "m" / "config.json", config.dump());
+  const std::string error = load_error(tmp / "m");
+  EXPECT_THAT(error, HasSubstr((tmp / "m" / "model.safetensors").string()));
+  EXPECT_THAT(error, HasSubstr("'model.layers.0.self_attn.k_proj.weight': out_features 2 is not "
+                               "a multiple of 4"));
+}
+
+// A checkpoint with non-finite values loads with a warning (CorruptValuesGiveWarnings); running it
+// must stay defined on every kernel variant, KV-cache type and lm_head format: NaN activations,
+// keys, values, attention scores and logits, quantized and sampled. (The sanitizer build in the
+// README checks the float-to-integer casts.)
+TEST(ModelErrors, NonFiniteValuesRunToTheEndOnEveryPath) {
+  const auto src = cached_model("bf16", tiny_spec());
+  test::TempDir tmp;
+  const std::vector<int32_t> prompt = {5, 9, 17, 5, 3};
+  rewrite_model(src, tmp / "m", [&](auto& specs, auto& data) {
+    auto& embed = data[index_of(specs, "model.embed_tokens.weight")];
+    const size_t row_bytes = 2 * 128;
+    embed[9 * row_bytes + 6] = 0xC0;  // bf16 0x7FC0 = NaN in token 9's row
+    embed[9 * row_bytes + 7] = 0x7F;
+    auto& norm = data[index_of(specs, "model.layers.1.post_attention_layernorm.weight")];
+    norm[2] = 0x80;  // bf16 0x7F80 = +inf
+    norm[3] = 0x7F;
+  });
+  const Tokenizer tokenizer = Tokenizer::load(tmp / "m");
+  const CpuFeatures host = CpuFeatures::host();
+  for (const LmHeadFormat head : {LmHeadFormat::bf16, LmHeadFormat::int8, LmHeadFormat::q4}) {
+    LoadOptions load;
+    load.lm_head = head;
+    const auto model = Model::load(tmp / "m", load);
+    for (const std::string kernels : {"scalar", "avx2", "avx512"}) {
+      if ((kernels == "avx2" && !host.avx2) || (kernels == "avx512" && !host.avx512_vnni)) continue;
+      for (const KvCacheType kv : {KvCacheType::f32, KvCacheType::f16, KvCacheType::q8}) {
+        for (const float temperature : {0.0f, 0.8f}) {
+          SessionOptions options;
+          options.kernels = kernels;
+          options.kv_cache = kv;
+          options.n_threads = 1;
+          Session session(model, options);
+          GenerateOptions generate_options;
+          generate_options.max_new_tokens = 6;
+          generate_options.sampling.temperature = temperature;
+          const GenerateResult result = generate(session, tokenizer, prompt, generate_options);
+          ASSERT_EQ(result.ids.size(), 6u) << kernels;
+          for (int32_t id : result.ids) {
+            EXPECT_GE(id, 0);
+            EXPECT_LT(id, model->config().vocab_size);
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace bitnet

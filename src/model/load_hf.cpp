@@ -9,6 +9,7 @@
 #include "base/float16.h"
 #include "base/thread_pool.h"
 #include "bitnet/error.h"
+#include "kernels/cpu/canonical_math.h"
 #include "model/converted_model.h"
 #include "model/weights.h"
 
@@ -216,7 +217,8 @@ class Loader {
       ternarize_online(t, m, row0, out);
     } else {
       if (out % 4 != 0)
-        throw Error(t.name + ": out_features " + std::to_string(out) + " is not a multiple of 4");
+        throw Error(tensors_->source_name() + ": tensor '" + t.name + "': out_features " +
+                    std::to_string(out) + " is not a multiple of 4 (the packed layout's rows)");
       if (t.dtype != DType::U8 || t.shape != std::vector<int64_t>{out / 4, in}) {
         bad_tensor(t, shape_str({out / 4, in}) + " U8 (2-bit packed)");
       }
@@ -233,6 +235,8 @@ class Loader {
 
   // transformers' WeightQuant, per whole tensor, in fp32:
   //   s = 1 / max(mean|W|, 1e-5);  t = clamp(round_half_even(W * s), -1, 1);  scale = 1 / s
+  // A non-finite value (warned about) makes the scale NaN or infinite, and the outputs NaN, as
+  // they are in transformers; each NaN product becomes -1 rather than an undefined cast.
   void ternarize_online(const TensorView& t, TernaryMatrix& m, int64_t row0, int64_t out) {
     const int64_t in = m.cols;
     std::mutex mu;
@@ -262,7 +266,7 @@ class Loader {
       for (int64_t r = r0; r < r1; ++r) {
         for (int64_t k = 0; k < in; ++k) {
           row[k] = static_cast<int8_t>(
-              std::clamp(std::nearbyint(float_at(t, r * in + k) * s), -1.0f, 1.0f));
+              clamp_code(std::nearbyint(float_at(t, r * in + k) * s), -1.0f, 1.0f));
         }
         pack_ternary_row(m, row0 + r, row);
         m.row_scales[row0 + r] = 1.0f / s;

@@ -43,6 +43,36 @@ class ScratchFile {
   std::filesystem::path path_;
 };
 
+// A directory under the temp dir, named per process like ScratchFile, for loaders that read a
+// model directory; removed with its files when the process exits normally.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& name)
+      : path_(std::filesystem::temp_directory_path() /
+              ("bitnet_fuzz_" + std::to_string(::getpid()) + "_" + name)) {
+    std::filesystem::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+
+  const std::filesystem::path& path() const { return path_; }
+  void write(const std::string& file, const uint8_t* data, size_t size) const {
+    std::ofstream out(path_ / file, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+    if (!out) {
+      std::fprintf(stderr, "cannot write %s\n", (path_ / file).c_str());
+      std::abort();
+    }
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
 // Untrusted input may be rejected, but only with an exception whose message names the file (or
 // source) at fault: a bare library message (a JSON type error, std::bad_alloc) is a finding.
 inline void expect_named_error(const std::exception& e, std::string_view name) {

@@ -18,7 +18,7 @@
 #include "bitnet/model.h"
 #include "bitnet/tokenizer.h"
 #include "fuzz_common.h"
-#include "model/weights.h"
+#include "fuzz_model.h"
 
 using namespace bitnet;
 using nlohmann::json;
@@ -103,43 +103,6 @@ size_t mutate_header(uint8_t* data, size_t size, size_t max_size, unsigned seed)
   return file.size();
 }
 
-// What the forward pass assumes of loaded weights without checking.
-void check_weights(const Model& model) {
-  const ModelConfig& c = model.config();
-  const Model::Weights& w = model.weights();
-  const auto dense_ok = [&](const DenseMatrix& m) {
-    return m.rows == c.vocab_size && m.cols == c.hidden_dim && m.data != nullptr;
-  };
-  if (!dense_ok(w.embed) || !dense_ok(w.lm_head())) fuzz::fail("embedding / lm_head shape");
-  if (w.layers.size() != static_cast<size_t>(c.n_layers)) fuzz::fail("layer count");
-  // attn_sub_norm normalizes the attention output (q_dim values) with hidden_dim weights.
-  if (c.q_dim() != c.hidden_dim) fuzz::fail("q_dim != hidden_dim");
-  const int64_t qkv_rows = int64_t{c.q_dim()} + 2 * int64_t{c.kv_dim()};
-  for (const LayerWeights& l : w.layers) {
-    const auto ternary_ok = [](const TernaryMatrix& m, int64_t rows, int64_t cols) {
-      return m.rows == rows && m.cols == cols && m.packed != nullptr &&
-             m.row_scales.size() == static_cast<size_t>(rows);
-    };
-    if (!ternary_ok(l.qkv, qkv_rows, c.hidden_dim) || !ternary_ok(l.o, c.hidden_dim, c.q_dim()) ||
-        !ternary_ok(l.gate_up, 2 * int64_t{c.ffn_dim}, c.hidden_dim) ||
-        !ternary_ok(l.down, c.hidden_dim, c.ffn_dim)) {
-      fuzz::fail("ternary matrix shape");
-    }
-    const size_t hidden = static_cast<size_t>(c.hidden_dim);
-    if (l.input_norm.size() != hidden || l.attn_sub_norm.size() != hidden ||
-        l.post_attn_norm.size() != hidden ||
-        l.ffn_sub_norm.size() != static_cast<size_t>(c.ffn_dim)) {
-      fuzz::fail("norm size");
-    }
-  }
-  if (w.final_norm.size() != static_cast<size_t>(c.hidden_dim)) fuzz::fail("final_norm size");
-  const LmHead& head = w.output_head;
-  if (head.rows != 0 && (head.rows != c.vocab_size || head.cols != c.hidden_dim)) {
-    fuzz::fail("output_head shape");
-  }
-  (void)model.sizes();
-}
-
 }  // namespace
 
 extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max_size,
@@ -158,7 +121,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     LoadOptions options;
     options.n_threads = 1;
-    check_weights(*Model::load(file.path(), options));
+    fuzz::check_weights(*Model::load(file.path(), options));
   } catch (const std::exception& e) {
     fuzz::expect_named_error(e, name);
   }

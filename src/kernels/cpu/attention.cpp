@@ -15,7 +15,7 @@ float quantize_query_q8(const float* q, int head_dim, int32_t* pairs) {
   // Round half to even, as nearbyint, for |x| <= 2^22: adding 1.5 * 2^23 leaves no fraction bits.
   constexpr float kRound = 12582912.0f;
   auto round16 = [&](float x) {
-    const float r = std::clamp((x * inv + kRound) - kRound, -static_cast<float>(kQ8Max),
+    const float r = clamp_code((x * inv + kRound) - kRound, -static_cast<float>(kQ8Max),
                                static_cast<float>(kQ8Max));
     return static_cast<uint32_t>(static_cast<uint16_t>(static_cast<int16_t>(r)));
   };
@@ -93,7 +93,9 @@ void scalar_values(const KvHeadView& kv, int n_pos, int d0, int d1, const float*
     float out_scale = 1.0f / reduce_lanes(lane);
     if (q8) {
       const float inv_w = max_w > 0.0f ? kQ8Max / max_w : 0.0f;
-      for (int p = 0; p < n_pos; ++p) e[p] = std::nearbyint(e[p] * inv_w);  // an int16 as float
+      // An int16 as float; a NaN (from non-finite values) as 0.
+      for (int p = 0; p < n_pos; ++p)
+        e[p] = clamp_code(std::nearbyint(e[p] * inv_w), 0.0f, static_cast<float>(kQ8Max));
       out_scale = (max_w / kQ8Max) * out_scale;
     }
     float* oh = out + static_cast<int64_t>(h) * hd;

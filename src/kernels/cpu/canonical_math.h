@@ -13,6 +13,13 @@ namespace bitnet {
 
 constexpr int kLanes = 16;
 
+// v clamped to [lo, hi] for a float-to-integer cast, a NaN going to lo as the AVX-512
+// conversions make it. The bound comes first in std::max: std::clamp would pass a NaN on to an
+// undefined cast.
+inline float clamp_code(float v, float lo, float hi) {
+  return std::min(hi, std::max(lo, v));
+}
+
 inline float reduce_lanes(const float* lane) {
   float h8[8], h4[4], h2[2];
   for (int i = 0; i < 8; ++i) h8[i] = lane[i] + lane[i + 8];
@@ -22,7 +29,8 @@ inline float reduce_lanes(const float* lane) {
 }
 
 // exp(x) for x <= 0 (softmax arguments), Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, degree-5
-// polynomial, times 2^n. Relative error ~2 ulp; below exp(-87.3) the result is clamped there.
+// polynomial, times 2^n. Relative error ~2 ulp; below exp(-87.3) the result is clamped there, and
+// a NaN is clamped there too, as the SIMD max (which returns its second operand) does.
 namespace expc {
 constexpr float kMin = -87.33654f;
 constexpr float kLog2e = 1.44269504088896341f;
@@ -33,7 +41,7 @@ constexpr float kP0 = 1.9875691500e-4f, kP1 = 1.3981999507e-3f, kP2 = 8.33345190
 
 inline float exp_nonpositive(float x) {
   using namespace expc;
-  x = std::max(x, kMin);
+  x = std::max(kMin, x);
   const float n = std::nearbyint(x * kLog2e);
   float r = std::fma(n, -kLn2Hi, x);
   r = std::fma(n, -kLn2Lo, r);

@@ -8,6 +8,7 @@
 #include <new>
 
 #include "base/thread_pool.h"
+#include "kernels/cpu/canonical_math.h"
 
 namespace bitnet {
 
@@ -37,10 +38,9 @@ BITNET_CLONE_PER_ISA void quantize_row_generic(const float* x, int64_t cols, int
   // default rounding mode: what torch.round does and what std::nearbyint computes, without a
   // library call per element (|x * s| <= 127 here), so the loop vectorizes.
   constexpr float kRoundMagic = 12582912.0f;
-  // The bound first in std::max: a NaN (from a non-finite activation) becomes -128, as the
-  // AVX-512 conversion makes it, where std::clamp would pass it on to an undefined cast.
+  // A NaN (from a non-finite activation) becomes -128.
   for (int64_t k = 0; k < cols; ++k) {
-    const float v = std::min(127.0f, std::max(-128.0f, (x[k] * s + kRoundMagic) - kRoundMagic));
+    const float v = clamp_code((x[k] * s + kRoundMagic) - kRoundMagic, -128.0f, 127.0f);
     q[k] = static_cast<int8_t>(v);
     total += q[k];
   }
