@@ -1,6 +1,6 @@
 #pragma once
-// Shared by the fuzz targets: a per-process scratch file for parsers that read from a path, and
-// the oracle for rejected inputs.
+// Shared by the fuzz targets: a per-process scratch directory for parsers that read from a path,
+// and the oracle for rejected inputs.
 
 #include <unistd.h>
 
@@ -15,36 +15,8 @@
 
 namespace bitnet::fuzz {
 
-// A file under the temp dir, named per process so parallel fuzzing jobs (-jobs=N) do not share
-// it; removed when the process exits normally.
-class ScratchFile {
- public:
-  explicit ScratchFile(const std::string& name)
-      : path_(std::filesystem::temp_directory_path() /
-              ("bitnet_fuzz_" + std::to_string(::getpid()) + "_" + name)) {}
-  ~ScratchFile() {
-    std::error_code ec;
-    std::filesystem::remove(path_, ec);
-  }
-  ScratchFile(const ScratchFile&) = delete;
-  ScratchFile& operator=(const ScratchFile&) = delete;
-
-  const std::filesystem::path& path() const { return path_; }
-  void write(const uint8_t* data, size_t size) const {
-    std::ofstream out(path_, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
-    if (!out) {
-      std::fprintf(stderr, "cannot write %s\n", path_.c_str());
-      std::abort();
-    }
-  }
-
- private:
-  std::filesystem::path path_;
-};
-
-// A directory under the temp dir, named per process like ScratchFile, for loaders that read a
-// model directory; removed with its files when the process exits normally.
+// A directory under the temp dir for the files a target writes, named per process so parallel
+// fuzzing jobs (-jobs=N) do not share it; removed with its files when the process exits normally.
 class ScratchDir {
  public:
   explicit ScratchDir(const std::string& name)
@@ -60,13 +32,16 @@ class ScratchDir {
   ScratchDir& operator=(const ScratchDir&) = delete;
 
   const std::filesystem::path& path() const { return path_; }
-  void write(const std::string& file, const uint8_t* data, size_t size) const {
-    std::ofstream out(path_ / file, std::ios::binary | std::ios::trunc);
+  // Writes (or rewrites) `file` in the directory and returns its path.
+  std::filesystem::path write(const std::string& file, const uint8_t* data, size_t size) const {
+    const std::filesystem::path path = path_ / file;
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
     if (!out) {
-      std::fprintf(stderr, "cannot write %s\n", (path_ / file).c_str());
+      std::fprintf(stderr, "cannot write %s\n", path.c_str());
       std::abort();
     }
+    return path;
   }
 
  private:

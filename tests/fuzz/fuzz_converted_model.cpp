@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -114,19 +115,19 @@ extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const fuzz::ScratchFile file("model.bitnet");
+  static const fuzz::ScratchDir dir("converted_model");
   const std::vector<uint8_t> fixed = with_valid_checksums(data, size);
-  file.write(fixed.data(), fixed.size());
-  const std::string name = file.path().string();
+  const std::filesystem::path file = dir.write("model.bitnet", fixed.data(), fixed.size());
+  const std::string name = file.string();
   try {
     LoadOptions options;
     options.n_threads = 1;
-    fuzz::check_weights(*Model::load(file.path(), options));
+    fuzz::check_weights(*Model::load(file, options));
   } catch (const std::exception& e) {
     fuzz::expect_named_error(e, name);
   }
   try {
-    const Tokenizer tokenizer = Tokenizer::load(file.path());
+    const Tokenizer tokenizer = Tokenizer::load(file);
     (void)tokenizer.encode("Hello world");
   } catch (const std::exception& e) {
     fuzz::expect_named_error(e, name);

@@ -2,6 +2,7 @@
 // JSON header and the data section.
 #include <cstdint>
 #include <exception>
+#include <filesystem>
 #include <limits>
 #include <string>
 
@@ -11,10 +12,10 @@
 using namespace bitnet;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const fuzz::ScratchFile file("model.safetensors");
-  file.write(data, size);
+  static const fuzz::ScratchDir dir("safetensors");
+  const std::filesystem::path file = dir.write("model.safetensors", data, size);
   try {
-    const SafetensorsFile st(file.path());
+    const SafetensorsFile st(file);
     // The views must lie inside the mapping and agree with their shape and dtype.
     volatile uint8_t sink = 0;
     for (const auto& [name, view] : st.tensors()) {
@@ -35,7 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       for (uint8_t b : view.bytes) sink = sink + b;  // faults if the span leaves the mapping
     }
   } catch (const std::exception& e) {
-    fuzz::expect_named_error(e, file.path().string());
+    fuzz::expect_named_error(e, file.string());
   }
   return 0;
 }
