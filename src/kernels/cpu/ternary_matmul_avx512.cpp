@@ -362,11 +362,16 @@ void gemm(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens, f
   uint8_t* tile = ternary_tile_buffer(steps * kTileGroups * 64);
   for (int64_t g = g_begin; g < g_end; g += kTileGroups) {
     decode_tile<D>(w, g, std::min<int64_t>(kTileGroups, g_end - g), tile);
-    for (int64_t n0 = 0; n0 < n_tokens; n0 += kMaxTileTokens) {
-      const int64_t t_count = std::min<int64_t>(kMaxTileTokens, n_tokens - n0);
+    // Chunks of even size keep enough accumulator chains to fill the multiply ports: 13 tokens
+    // as 7 + 6, not 12 + 1. 2560 x 2560 on 1 thread, in cache, medians of 6 alternating runs:
+    // 13 tokens 319 -> 271 us, 25 tokens 488 -> 443 us, 128 tokens about equal.
+    const int64_t chunks = (n_tokens + kMaxTileTokens - 1) / kMaxTileTokens;
+    for (int64_t c = 0, n0 = 0; c < chunks; ++c) {
+      const int64_t t_count = n_tokens / chunks + (c < n_tokens % chunks ? 1 : 0);
       with_token_count(t_count, [&]<int T>() {
         gemm_tile_tokens<T>(tile, steps, w, acts, n0, g, row_begin, row_end, y, y_stride);
       });
+      n0 += t_count;
     }
   }
 }
