@@ -116,17 +116,6 @@ TEST(ChatCli, StartUpErrorsExitWithTheReason) {
 
 // ---- on a terminal, under tmux ----
 
-std::string shell_output(const std::string& command) {
-  std::string out;
-  if (FILE* pipe = ::popen(command.c_str(), "r")) {
-    char buffer[4096];
-    size_t n;
-    while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
-    ::pclose(pipe);
-  }
-  return out;
-}
-
 class Tmux {
  public:
   explicit Tmux(const std::string& script)
@@ -141,7 +130,9 @@ class Tmux {
   void type(const std::string& text) { run("send-keys -t chat -l '" + text + "'"); }
   void key(const std::string& name) { run("send-keys -t chat " + name); }
   // The whole pane with its scrollback, wrapped lines joined.
-  std::string capture() { return shell_output(command("capture-pane -p -J -S -5000 -t chat")); }
+  std::string capture() {
+    return test::shell_output(command("capture-pane -p -J -S -5000 -t chat")).output;
+  }
 
   // Polls the pane until `done` holds; false after the timeout (generous: a loaded CI machine
   // can take seconds to start the program, and a passing run returns at once).

@@ -114,14 +114,22 @@ TEST(ServeProcess, OfficialOpenAINodeClient) {
   ASSERT_TRUE(serve.wait_ready()) << serve.log();
   const std::string command = "node '" + (dir / "client_test.mjs").string() +
                               "' http://127.0.0.1:" + std::to_string(serve.port()) + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) output.append(buf, n);
-  const int status = ::pclose(pipe);
-  EXPECT_EQ(status, 0) << output;
-  EXPECT_NE(output.find("all checks passed"), std::string::npos) << output;
+  const test::ShellResult client = test::shell_output(command);
+  EXPECT_EQ(client.exit_code, 0) << client.output;
+  EXPECT_NE(client.output.find("all checks passed"), std::string::npos) << client.output;
+}
+
+// The README's Python example: the standard library's urllib, chat streamed and not.
+TEST(ServeProcess, PythonStandardLibraryClient) {
+  if (std::system("python3 --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "no python3";
+  ServeProcess serve(serve_args(test::tiny_model(), {}, 256));
+  ASSERT_TRUE(serve.wait_ready()) << serve.log();
+  const std::string command = "python3 '" +
+                              (kSourceDir / "tests/server_client/client_test.py").string() +
+                              "' http://127.0.0.1:" + std::to_string(serve.port()) + " 2>&1";
+  const test::ShellResult client = test::shell_output(command);
+  EXPECT_EQ(client.exit_code, 0) << client.output;
+  EXPECT_NE(client.output.find("all checks passed"), std::string::npos) << client.output;
 }
 
 // nginx from deploy/nginx.conf, its addresses replaced, in a temporary prefix.

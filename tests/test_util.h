@@ -117,4 +117,21 @@ inline CliResult run_cli(const std::vector<std::string>& args, const std::string
   return r;
 }
 
+struct ShellResult {
+  int exit_code = -1;
+  std::string output;  // standard output
+};
+
+// Runs a shell command to its end and collects its standard output.
+inline ShellResult shell_output(const std::string& command) {
+  ShellResult r;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return r;
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) r.output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
 }  // namespace bitnet::test
