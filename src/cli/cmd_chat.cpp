@@ -86,7 +86,10 @@ class LineReader {
         return Status::line;
       }
       pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {g_interrupt_pipe[0], POLLIN, 0}};
-      if (::poll(fds, 2, -1) < 0) continue;  // EINTR: the pipe now says why
+      if (::poll(fds, 2, -1) < 0) {
+        if (errno == EINTR) continue;  // the pipe now says why
+        return Status::end;
+      }
       if (fds[1].revents != 0) {
         if (take_interrupt()) {
           buffer_.clear();  // the terminal dropped the half-typed line too
