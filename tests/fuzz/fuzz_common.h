@@ -1,8 +1,6 @@
 #pragma once
-// Shared by the fuzz targets: a per-process scratch directory for parsers that read from a path,
-// and the oracle for rejected inputs.
-
-#include <unistd.h>
+// Shared by the fuzz targets: writing an input for parsers that read from a path, and the oracle
+// for rejected inputs.
 
 #include <cstdint>
 #include <cstdio>
@@ -13,40 +11,19 @@
 #include <string>
 #include <string_view>
 
+#include "../temp_dir.h"
+
 namespace bitnet::fuzz {
 
-// A directory under the temp dir for the files a target writes, named per process so parallel
-// fuzzing jobs (-jobs=N) do not share it; removed with its files when the process exits normally.
-class ScratchDir {
- public:
-  explicit ScratchDir(const std::string& name)
-      : path_(std::filesystem::temp_directory_path() /
-              ("bitnet_fuzz_" + std::to_string(::getpid()) + "_" + name)) {
-    std::filesystem::create_directories(path_);
+// Writes a fuzz input to `path` (in a test::TempDir), stopping the run if it cannot.
+inline void write_input(const std::filesystem::path& path, const uint8_t* data, size_t size) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+  if (!out) {
+    std::fprintf(stderr, "cannot write %s\n", path.c_str());
+    std::abort();
   }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-
-  const std::filesystem::path& path() const { return path_; }
-  // Writes (or rewrites) `file` in the directory and returns its path.
-  std::filesystem::path write(const std::string& file, const uint8_t* data, size_t size) const {
-    const std::filesystem::path path = path_ / file;
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
-    if (!out) {
-      std::fprintf(stderr, "cannot write %s\n", path.c_str());
-      std::abort();
-    }
-    return path;
-  }
-
- private:
-  std::filesystem::path path_;
-};
+}
 
 // Untrusted input may be rejected, but only with an exception whose message names the file (or
 // source) at fault: a bare library message (a JSON type error, std::bad_alloc) is a finding.

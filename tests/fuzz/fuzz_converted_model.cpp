@@ -115,9 +115,10 @@ extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const fuzz::ScratchDir dir("converted_model");
+  static const test::TempDir dir;
   const std::vector<uint8_t> fixed = with_valid_checksums(data, size);
-  const std::filesystem::path file = dir.write("model.bitnet", fixed.data(), fixed.size());
+  const std::filesystem::path file = dir / "model.bitnet";
+  fuzz::write_input(file, fixed.data(), fixed.size());
   const std::string name = file.string();
   try {
     LoadOptions options;

@@ -86,11 +86,11 @@ extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const fuzz::ScratchDir dir("hf_model");
+  static const test::TempDir dir;
   const Parts parts = split(data, size);
-  dir.write("config.json", reinterpret_cast<const uint8_t*>(parts.config.data()),
-            parts.config.size());
-  dir.write("model.safetensors", parts.safetensors.data(), parts.safetensors.size());
+  fuzz::write_input(dir / "config.json", reinterpret_cast<const uint8_t*>(parts.config.data()),
+                    parts.config.size());
+  fuzz::write_input(dir / "model.safetensors", parts.safetensors.data(), parts.safetensors.size());
   try {
     LoadOptions options;
     options.n_threads = 1;

@@ -12,8 +12,9 @@
 using namespace bitnet;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const fuzz::ScratchDir dir("safetensors");
-  const std::filesystem::path file = dir.write("model.safetensors", data, size);
+  static const test::TempDir dir;
+  const std::filesystem::path file = dir / "model.safetensors";
+  fuzz::write_input(file, data, size);
   try {
     const SafetensorsFile st(file);
     // The views must lie inside the mapping and agree with their shape and dtype.
