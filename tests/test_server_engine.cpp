@@ -134,7 +134,7 @@ class TokenGate : public EngineListener {
   }
   void on_first_token(double) override { hold(); }
   void on_next_token(double) override { hold(); }
-  void on_finished(int, int) override {}
+  void on_finished(int, int, int) override {}
 
  private:
   void hold() {
@@ -203,6 +203,64 @@ TEST_F(BatchEngineTest, QueueIsBoundedAndCloseRefusesNewWork) {
   gate.open();
   for (auto& s : accepted) EXPECT_EQ(s->wait_all().error, "");  // accepted work still completes
   ASSERT_TRUE(engine.wait_idle(5s));
+}
+
+// A request reuses what a free slot's cache holds of its prompt: the previous sequence's prompt
+// and the generated ids it fed, never its last sampled id. Output stays what lone generation
+// gives, also where the new prompt diverges from the slot's entries and overwrites the rest.
+TEST_F(BatchEngineTest, PromptCacheReusesHeldEntriesWithoutChangingResults) {
+  BatchEngine engine(model_, *tokenizer_, options(2));
+  auto run = [&](const EngineRequest& r, int want_cached) {
+    const RequestStream::Update got = engine.submit(r).stream->wait_all();
+    const GenerateResult want = lone_generate(model_, *tokenizer_, r.prompt_ids, r.options, 128);
+    EXPECT_EQ(got.error, "");
+    EXPECT_EQ(got.text, want.text);
+    EXPECT_EQ(got.generated_tokens, static_cast<int>(want.ids.size()));
+    EXPECT_EQ(got.cached_prompt_tokens, want_cached);
+    return want;
+  };
+  auto join = [](std::vector<int32_t> a, const std::vector<int32_t>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  const EngineRequest first = request("Once upon a time there was a small model", 8, 1);
+  const GenerateResult first_out = run(first, 0);
+  const std::vector<int32_t> held =
+      join(first.prompt_ids, std::vector<int32_t>(first_out.ids.begin(), first_out.ids.end() - 1));
+
+  // Sharing only the first token with it, a prompt takes the unused slot instead.
+  run(request("The quick brown fox jumps over the lazy dog", 6, 2), 0);
+
+  // The next turn of a conversation holds the whole reply: all but its last id is reused.
+  EngineRequest next_turn = request("", 8, 3);
+  next_turn.prompt_ids =
+      join(join(first.prompt_ids, first_out.ids), tokenizer_->encode(" and then it spoke", false));
+  run(next_turn, static_cast<int>(held.size()));
+
+  // The same prompt again: all but its last token, which must run to give logits.
+  run(first, static_cast<int>(first.prompt_ids.size()) - 1);
+
+  // A prompt that leaves the held entries two tokens before the end of the first prompt.
+  const std::vector<int32_t> tail = tokenizer_->encode(" ok", false);
+  const size_t kept = first.prompt_ids.size() - 2;
+  ASSERT_NE(tail.front(), first.prompt_ids[kept]);
+  ASSERT_GE(kept, tail.size());  // the shared part is at least half of the prompt
+  EngineRequest diverging = request("", 8, 4);
+  diverging.prompt_ids =
+      join(std::vector<int32_t>(first.prompt_ids.begin(), first.prompt_ids.begin() + kept), tail);
+  run(diverging, static_cast<int>(kept));
+}
+
+TEST_F(BatchEngineTest, PromptCacheCanBeTurnedOff) {
+  EngineOptions o = options(1);
+  o.prompt_cache = false;
+  BatchEngine engine(model_, *tokenizer_, o);
+  const EngineRequest r = request("Once upon a time there was a small model", 6, 1);
+  const RequestStream::Update a = engine.submit(r).stream->wait_all();
+  const RequestStream::Update b = engine.submit(r).stream->wait_all();
+  EXPECT_EQ(a.cached_prompt_tokens, 0);
+  EXPECT_EQ(b.cached_prompt_tokens, 0);
+  EXPECT_EQ(a.text, b.text);
 }
 
 TEST_F(BatchEngineTest, InvalidRequestsThrowAndZeroTokensFinishAtOnce) {

@@ -123,7 +123,10 @@ TEST_F(ServerHttpTest, StreamedCompletionEqualsThePlainOne) {
             plain["choices"][0]["finish_reason"]);
   const json& last = events.back();
   EXPECT_TRUE(last["choices"].empty());
-  EXPECT_EQ(last["usage"], plain["usage"]);
+  // The same prompt again: the cache entries of all but its last token are reused.
+  json usage = plain["usage"];
+  usage["prompt_tokens_details"]["cached_tokens"] = usage["prompt_tokens"].get<int>() - 1;
+  EXPECT_EQ(last["usage"], usage);
 }
 
 TEST_F(ServerHttpTest, ChatStreamOpensWithTheRoleAndStopsAtStopStrings) {
@@ -212,6 +215,22 @@ TEST_F(ServerHttpTest, BadRequestsGetOpenAIErrorObjects) {
   EXPECT_EQ(http_get(port(), "/health").status, 200);  // still serving
 }
 
+TEST_F(ServerHttpTest, RepeatedPromptReusesTheCacheAndSaysSo) {
+  const json body = {{"prompt", "A prompt that no other test of this server sends"},
+                     {"max_tokens", 4},
+                     {"seed", 9}};
+  const json first = http_post(port(), "/v1/completions", body.dump()).json();
+  const json again = http_post(port(), "/v1/completions", body.dump()).json();
+  ASSERT_TRUE(again.contains("usage")) << again.dump();
+  const int prompt_tokens = first["usage"]["prompt_tokens"].get<int>();
+  EXPECT_EQ(again["usage"]["prompt_tokens"], prompt_tokens);
+  EXPECT_EQ(again["usage"]["prompt_tokens_details"]["cached_tokens"], prompt_tokens - 1);
+  EXPECT_EQ(again["choices"][0]["text"], first["choices"][0]["text"]);
+  const std::string metrics = http_get(port(), "/metrics").body;
+  EXPECT_GE(test::metric_value(metrics, "bitnet_prompt_tokens_cached_total").value_or(0),
+            prompt_tokens - 1);
+}
+
 TEST_F(ServerHttpTest, MetricsUsePrometheusTextFormat) {
   http_post(port(), "/v1/completions", R"({"prompt": "Hi", "max_tokens": 3})");
   // A request is counted when its response has been written (httplib's logger), which can be
@@ -227,9 +246,10 @@ TEST_F(ServerHttpTest, MetricsUsePrometheusTextFormat) {
   for (const char* needle :
        {"# TYPE bitnet_requests_total counter",
         "bitnet_requests_total{endpoint=\"/v1/completions\",status=\"200\"}",
-        "# TYPE bitnet_prompt_tokens_total counter", "# TYPE bitnet_generated_tokens_total counter",
-        "# TYPE bitnet_queue_depth gauge", "# TYPE bitnet_running_sequences gauge",
-        "# TYPE bitnet_kv_slots_in_use gauge",
+        "# TYPE bitnet_prompt_tokens_total counter",
+        "# TYPE bitnet_prompt_tokens_cached_total counter",
+        "# TYPE bitnet_generated_tokens_total counter", "# TYPE bitnet_queue_depth gauge",
+        "# TYPE bitnet_running_sequences gauge", "# TYPE bitnet_kv_slots_in_use gauge",
         "# TYPE bitnet_time_to_first_token_seconds histogram",
         "bitnet_time_to_first_token_seconds_bucket{le=\"+Inf\"}",
         "# TYPE bitnet_inter_token_latency_seconds histogram",

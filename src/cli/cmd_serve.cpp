@@ -15,6 +15,7 @@ namespace {
 struct ServeArgs {
   server::ServerOptions server;
   int drain_seconds = 60;
+  bool no_prompt_cache = false;
   FormatArgs formats;
 };
 
@@ -29,6 +30,7 @@ int serve(ServeArgs& args) {
   // A client that disconnects mid-write must not kill the server.
   signal(SIGPIPE, SIG_IGN);
 
+  args.server.engine.prompt_cache = !args.no_prompt_cache;
   server::Server server(args.server);
   const int port = server.start();
   std::fprintf(stderr, "bitnet serve: listening on http://%s:%d, loading %s\n",
@@ -80,6 +82,9 @@ Action add_serve(CLI::App& app) {
                   "Prompt tokens per forward pass (longer prompts run in chunks)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_flag("--no-prompt-cache", args->no_prompt_cache,
+                "Prefill every prompt in full instead of reusing a free slot's cache entries for "
+                "the part of the prompt they hold");
   cmd->add_option("--queue", o.engine.max_queue,
                   "Requests that may wait for a slot; more get 503 with Retry-After")
       ->capture_default_str()

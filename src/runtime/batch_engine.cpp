@@ -54,7 +54,8 @@ void RequestStream::push_text(const std::string& text) {
   cv_.notify_all();
 }
 
-void RequestStream::finish(FinishReason reason, int generated_tokens, const std::string& error) {
+void RequestStream::finish(FinishReason reason, int generated_tokens, int cached_prompt_tokens,
+                           const std::string& error) {
   {
     std::lock_guard lock(mutex_);
     if (finished_) return;
@@ -62,6 +63,7 @@ void RequestStream::finish(FinishReason reason, int generated_tokens, const std:
     final_.finished = true;
     final_.finish_reason = reason;
     final_.generated_tokens = generated_tokens;
+    final_.cached_prompt_tokens = cached_prompt_tokens;
     final_.error = error;
   }
   cv_.notify_all();
@@ -69,8 +71,9 @@ void RequestStream::finish(FinishReason reason, int generated_tokens, const std:
 
 // --- Sequences -----------------------------------------------------------------------------
 
-// A request holding a slot: its prompt goes into the cache chunk by chunk, then it samples one
-// token per step, with generate()'s rules for stop ids, stop strings and held-back text.
+// A request holding a slot: its prompt goes into the cache chunk by chunk (after the prefix that
+// the slot's cache already held), then it samples one token per step, with generate()'s rules
+// for stop ids, stop strings and held-back text.
 struct BatchEngine::Sequence {
   std::shared_ptr<RequestStream> stream;
   EngineRequest request;
@@ -78,8 +81,9 @@ struct BatchEngine::Sequence {
   Sampler sampler;
   TokenStreamDecoder decoder;
   std::vector<int32_t> history;  // prompt, then generated ids (the repetition penalty's window)
-  int prompt_fed = 0;            // prompt tokens already in the cache
-  int position = 0;              // tokens in the cache
+  int cached_prompt;             // prompt tokens whose entries the slot held already
+  int prompt_fed;                // prompt tokens already in the cache
+  int position;                  // tokens in the cache: history[0, position)
   int generated = 0;
   int32_t next_token = -1;  // sampled, goes into the cache next step
   std::string text;         // generated text so far, stop ids and strings excluded
@@ -89,14 +93,17 @@ struct BatchEngine::Sequence {
   std::string error;
   Clock::time_point last_token_at;
 
-  Sequence(EngineRequest req, std::shared_ptr<RequestStream> s, int slot_index,
+  Sequence(EngineRequest req, std::shared_ptr<RequestStream> s, int slot_index, int cached,
            const Tokenizer& tokenizer)
       : stream(std::move(s)),
         request(std::move(req)),
         slot(slot_index),
         sampler(request.options.sampling),
         decoder(tokenizer),
-        history(request.prompt_ids) {}
+        history(request.prompt_ids),
+        cached_prompt(cached),
+        prompt_fed(cached),
+        position(cached) {}
 
   int prompt_size() const { return static_cast<int>(request.prompt_ids.size()); }
   bool prefilling() const { return prompt_fed < prompt_size(); }
@@ -182,8 +189,8 @@ BatchEngine::BatchEngine(std::shared_ptr<const Model> model, const Tokenizer& to
   }
   compute_ = std::make_unique<Compute>(model_, options_, context_length_);
   free_slots_.resize(static_cast<size_t>(options_.n_slots));
-  // Lowest slot first, taken from the back.
-  std::iota(free_slots_.rbegin(), free_slots_.rend(), 0);
+  std::iota(free_slots_.begin(), free_slots_.end(), 0);
+  slot_caches_.resize(static_cast<size_t>(options_.n_slots));
   scheduler_ = std::thread([this] { scheduler_loop(); });
 }
 
@@ -195,9 +202,12 @@ BatchEngine::~BatchEngine() {
   }
   work_cv_.notify_all();
   scheduler_.join();
-  for (Queued& q : queue_) q.stream->finish(FinishReason::length, 0, "the server is shutting down");
-  for (auto& seq : running_)
-    seq->stream->finish(FinishReason::length, seq->generated, "the server is shutting down");
+  for (Queued& q : queue_)
+    q.stream->finish(FinishReason::length, 0, 0, "the server is shutting down");
+  for (auto& seq : running_) {
+    seq->stream->finish(FinishReason::length, seq->generated, seq->cached_prompt,
+                        "the server is shutting down");
+  }
 }
 
 int BatchEngine::n_threads() const {
@@ -275,9 +285,42 @@ EngineStats BatchEngine::stats() const {
 // The slot goes back to the pool before the stream hears of the end, so a client that has
 // seen its response end also sees the slot free in /metrics.
 void BatchEngine::release(Sequence& seq) {
+  SlotCache& cache = slot_caches_[static_cast<size_t>(seq.slot)];
+  cache.ids.assign(seq.history.begin(), seq.history.begin() + seq.position);
+  cache.released_at = ++releases_;
   free_slots_.push_back(seq.slot);
-  if (listener_) listener_->on_finished(seq.prompt_size(), seq.generated);
-  seq.stream->finish(seq.finish_reason, seq.generated, seq.error);
+  if (listener_) listener_->on_finished(seq.prompt_size(), seq.cached_prompt, seq.generated);
+  seq.stream->finish(seq.finish_reason, seq.generated, seq.cached_prompt, seq.error);
+}
+
+// The free slot whose cache holds the longest part of the prompt, short of its last token (which
+// must run to give logits), when that is at least half of it; otherwise the least recently used
+// free slot, so that a request sharing little more than the first token with a slot's cache does
+// not take the slot of a conversation that may continue.
+std::pair<size_t, int> BatchEngine::pick_slot(const std::vector<int32_t>& prompt) const {
+  auto reused_at = [&](size_t i) {
+    const SlotCache& cache = slot_caches_[static_cast<size_t>(free_slots_[i])];
+    if (!options_.prompt_cache) return 0;
+    const auto end =
+        cache.ids.begin() + static_cast<ptrdiff_t>(std::min(cache.ids.size(), prompt.size() - 1));
+    return static_cast<int>(std::mismatch(cache.ids.begin(), end, prompt.begin()).first -
+                            cache.ids.begin());
+  };
+  auto released_at = [&](size_t i) {
+    return slot_caches_[static_cast<size_t>(free_slots_[i])].released_at;
+  };
+  size_t longest = 0, oldest = 0;
+  int longest_reused = reused_at(0);
+  for (size_t i = 1; i < free_slots_.size(); ++i) {
+    const int reused = reused_at(i);
+    if (reused > longest_reused) {
+      longest = i;
+      longest_reused = reused;
+    }
+    if (released_at(i) < released_at(oldest)) oldest = i;
+  }
+  if (2 * static_cast<size_t>(longest_reused) >= prompt.size()) return {longest, longest_reused};
+  return {oldest, reused_at(oldest)};
 }
 
 // Called with mutex_ held: retires finished and cancelled sequences, then fills free slots.
@@ -289,16 +332,17 @@ void BatchEngine::admit_locked() {
   std::erase_if(running_, [](const auto& seq) { return seq->done; });
   std::erase_if(queue_, [](const Queued& q) {
     if (!q.stream->cancelled_) return false;
-    q.stream->finish(FinishReason::stop, 0, "cancelled");
+    q.stream->finish(FinishReason::stop, 0, 0, "cancelled");
     return true;
   });
   while (!queue_.empty() && !free_slots_.empty()) {
     Queued q = std::move(queue_.front());
     queue_.pop_front();
-    const int slot = free_slots_.back();
-    free_slots_.pop_back();
-    auto seq =
-        std::make_unique<Sequence>(std::move(q.request), std::move(q.stream), slot, tokenizer_);
+    const auto [index, reused] = pick_slot(q.request.prompt_ids);
+    const int slot = free_slots_[index];
+    free_slots_.erase(free_slots_.begin() + static_cast<ptrdiff_t>(index));
+    auto seq = std::make_unique<Sequence>(std::move(q.request), std::move(q.stream), slot, reused,
+                                          tokenizer_);
     if (seq->request.options.max_new_tokens == 0) {
       seq->finish(FinishReason::length, false);
       release(*seq);
@@ -323,8 +367,11 @@ void BatchEngine::scheduler_loop() {
       step();
     } catch (const std::exception& e) {
       // Nothing in a validated request should fail; if something does, fail the batch, not the
-      // server.
-      for (auto& seq : running_) seq->fail(e.what());
+      // server. The step may have left the batch's cache entries half written: none are kept.
+      for (auto& seq : running_) {
+        seq->fail(e.what());
+        seq->position = 0;
+      }
     }
     lock.lock();
   }

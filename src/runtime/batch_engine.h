@@ -5,6 +5,12 @@
 // (prompt chunks of newly admitted requests ride along in the same pass). A slot returns to the
 // pool when its sequence finishes or is cancelled.
 //
+// A slot keeps its last sequence's cache entries until the slot is taken again. A new request
+// takes the free slot whose entries hold the longest part of its prompt (if at least half of it;
+// otherwise the least recently used) and prefills only what the entries do not hold: a chat
+// client resends the whole conversation every turn. The reused entries hold exactly what
+// prefilling those tokens would write, so this does not change results either.
+//
 // Batching never changes results: every token's activations are quantized on their own and
 // the kernels are exact, and each request samples with its own seeded Sampler, so a request
 // produces exactly what generate() produces for it on a lone Session.
@@ -17,6 +23,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "bitnet/generate.h"
@@ -27,11 +34,12 @@
 namespace bitnet {
 
 struct EngineOptions {
-  int n_slots = 1;          // sequences decoded together (--parallel)
-  int context_length = 0;   // per slot; 0 = the model's max_position_embeddings
-  int n_threads = 0;        // 0 = physical cores
-  int max_queue = 64;       // requests waiting for a slot; more are refused
-  int prefill_chunk = 128;  // prompt tokens per forward pass, next to the decode tokens
+  int n_slots = 1;           // sequences decoded together (--parallel)
+  int context_length = 0;    // per slot; 0 = the model's max_position_embeddings
+  int n_threads = 0;         // 0 = physical cores
+  int max_queue = 64;        // requests waiting for a slot; more are refused
+  int prefill_chunk = 128;   // prompt tokens per forward pass, next to the decode tokens
+  bool prompt_cache = true;  // reuse a free slot's entries for the prompt prefix they hold
   KvCacheType kv_cache = SessionOptions{}.kv_cache;  // the same default as a lone Session
 };
 
@@ -46,7 +54,7 @@ class EngineListener {
   virtual ~EngineListener() = default;
   virtual void on_first_token(double seconds_since_submit) = 0;
   virtual void on_next_token(double seconds_since_previous) = 0;
-  virtual void on_finished(int prompt_tokens, int generated_tokens) = 0;
+  virtual void on_finished(int prompt_tokens, int cached_prompt_tokens, int generated_tokens) = 0;
 };
 
 // One request's output, produced by the scheduler thread and read by one consumer thread.
@@ -57,8 +65,9 @@ class RequestStream {
     bool finished = false;  // when true, the fields below are valid and no more text follows
     FinishReason finish_reason = FinishReason::length;
     int prompt_tokens = 0;
-    int generated_tokens = 0;  // sampled ids, including a final stop id
-    std::string error;         // non-empty when generation failed
+    int cached_prompt_tokens = 0;  // of prompt_tokens, those whose cache entries were reused
+    int generated_tokens = 0;      // sampled ids, including a final stop id
+    std::string error;             // non-empty when generation failed
   };
 
   // Waits up to timeout for new text or the end, and returns what arrived since the last call.
@@ -71,7 +80,8 @@ class RequestStream {
   using Clock = std::chrono::steady_clock;
 
   void push_text(const std::string& text);
-  void finish(FinishReason reason, int generated_tokens, const std::string& error = {});
+  void finish(FinishReason reason, int generated_tokens, int cached_prompt_tokens,
+              const std::string& error = {});
 
   std::mutex mutex_;
   std::condition_variable cv_;
@@ -126,11 +136,18 @@ class BatchEngine {
     EngineRequest request;
     std::shared_ptr<RequestStream> stream;
   };
+  // The ids whose entries a slot's cache holds at positions 0, 1, ..., left by its last sequence.
+  struct SlotCache {
+    std::vector<int32_t> ids;
+    uint64_t released_at = 0;  // release count when the slot was last freed (0: never used)
+  };
 
   void scheduler_loop();
   void admit_locked();  // with mutex_ held
   void step();
   void release(Sequence& seq);  // with mutex_ held
+  // Index into free_slots_ of the slot for `prompt`, and how many of its ids are reused.
+  std::pair<size_t, int> pick_slot(const std::vector<int32_t>& prompt) const;
 
   std::shared_ptr<const Model> model_;
   const Tokenizer& tokenizer_;
@@ -145,6 +162,8 @@ class BatchEngine {
   std::deque<Queued> queue_;
   std::vector<std::unique_ptr<Sequence>> running_;
   std::vector<int> free_slots_;
+  std::vector<SlotCache> slot_caches_;  // [n_slots]
+  uint64_t releases_ = 0;
   bool closed_ = false;
   bool stopping_ = false;
   std::thread scheduler_;

@@ -24,6 +24,10 @@ ApiError overloaded(const std::string& message) {
 // How long the HTTP thread waits for new text before checking the connection again.
 constexpr std::chrono::milliseconds kPollInterval{100};
 
+TokenUsage usage_of(const RequestStream::Update& finished) {
+  return {finished.prompt_tokens, finished.cached_prompt_tokens, finished.generated_tokens};
+}
+
 }  // namespace
 
 void Server::handle_completion(Endpoint endpoint, const httplib::Request& req,
@@ -95,9 +99,9 @@ void Server::handle_completion(Endpoint endpoint, const httplib::Request& req,
     }
     const RequestStream::Update result = submitted.stream->wait_all();
     if (!result.error.empty()) throw ApiError(500, result.error, "server_error");
-    res.set_content(dump_json(completion_body(ids, result.text, result.finish_reason,
-                                              result.prompt_tokens, result.generated_tokens)),
-                    "application/json");
+    res.set_content(
+        dump_json(completion_body(ids, result.text, result.finish_reason, usage_of(result))),
+        "application/json");
   } catch (const ApiError& e) {
     send_error(res, e);
   } catch (const Error& e) {  // the engine's own validation
@@ -130,8 +134,7 @@ void Server::stream_response(std::shared_ptr<RequestStream> stream, const Respon
           } else {
             out += sse_event(stream_chunk(ids, "", false, update.finish_reason, include_usage));
             if (include_usage) {
-              out +=
-                  sse_event(stream_usage_chunk(ids, update.prompt_tokens, update.generated_tokens));
+              out += sse_event(stream_usage_chunk(ids, usage_of(update)));
             }
           }
           out += "data: [DONE]\n\n";

@@ -36,7 +36,7 @@ class Metrics : public EngineListener {
 
   void on_first_token(double seconds_since_submit) override;
   void on_next_token(double seconds_since_previous) override;
-  void on_finished(int prompt_tokens, int generated_tokens) override;
+  void on_finished(int prompt_tokens, int cached_prompt_tokens, int generated_tokens) override;
 
   // All metrics; the gauges come from the engine (absent while the model loads).
   std::string render(const EngineStats* engine, bool ready) const;
@@ -44,7 +44,7 @@ class Metrics : public EngineListener {
  private:
   mutable std::mutex mutex_;
   std::map<std::pair<std::string, int>, uint64_t> requests_;
-  uint64_t prompt_tokens_ = 0, generated_tokens_ = 0, sequences_ = 0;
+  uint64_t prompt_tokens_ = 0, cached_prompt_tokens_ = 0, generated_tokens_ = 0, sequences_ = 0;
   Histogram time_to_first_token_, inter_token_latency_;
 };
 

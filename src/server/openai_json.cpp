@@ -221,10 +221,11 @@ const char* finish_reason_name(FinishReason reason) {
   return reason == FinishReason::stop ? "stop" : "length";
 }
 
-json usage_json(int prompt_tokens, int completion_tokens) {
-  return {{"prompt_tokens", prompt_tokens},
-          {"completion_tokens", completion_tokens},
-          {"total_tokens", prompt_tokens + completion_tokens}};
+json usage_json(const TokenUsage& usage) {
+  return {{"prompt_tokens", usage.prompt},
+          {"completion_tokens", usage.completion},
+          {"total_tokens", usage.prompt + usage.completion},
+          {"prompt_tokens_details", {{"cached_tokens", usage.cached_prompt}}}};
 }
 
 static json envelope(const ResponseIds& ids, const char* object) {
@@ -232,7 +233,7 @@ static json envelope(const ResponseIds& ids, const char* object) {
 }
 
 json completion_body(const ResponseIds& ids, const std::string& text, FinishReason reason,
-                     int prompt_tokens, int completion_tokens) {
+                     const TokenUsage& usage) {
   const bool chat = ids.endpoint == Endpoint::chat;
   json choice = {
       {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason_name(reason)}};
@@ -243,7 +244,7 @@ json completion_body(const ResponseIds& ids, const std::string& text, FinishReas
   }
   json out = envelope(ids, chat ? "chat.completion" : "text_completion");
   out["choices"] = json::array({choice});
-  out["usage"] = usage_json(prompt_tokens, completion_tokens);
+  out["usage"] = usage_json(usage);
   return out;
 }
 
@@ -267,11 +268,11 @@ json stream_chunk(const ResponseIds& ids, const std::string& text, bool role_del
   return out;
 }
 
-json stream_usage_chunk(const ResponseIds& ids, int prompt_tokens, int completion_tokens) {
+json stream_usage_chunk(const ResponseIds& ids, const TokenUsage& usage) {
   json out =
       envelope(ids, ids.endpoint == Endpoint::chat ? "chat.completion.chunk" : "text_completion");
   out["choices"] = json::array();
-  out["usage"] = usage_json(prompt_tokens, completion_tokens);
+  out["usage"] = usage_json(usage);
   return out;
 }
 

@@ -63,18 +63,26 @@ struct ResponseIds {
 ResponseIds make_response_ids(Endpoint endpoint, const std::string& model);
 
 const char* finish_reason_name(FinishReason reason);
-nlohmann::json usage_json(int prompt_tokens, int completion_tokens);
+
+// Token counts of a finished request; cached_prompt of the prompt's were reused from the cache.
+struct TokenUsage {
+  int prompt = 0;
+  int cached_prompt = 0;
+  int completion = 0;
+};
+// OpenAI's usage object, cached_prompt as prompt_tokens_details.cached_tokens.
+nlohmann::json usage_json(const TokenUsage& usage);
 
 // The non-streaming body: chat.completion or text_completion.
 nlohmann::json completion_body(const ResponseIds& ids, const std::string& text, FinishReason reason,
-                               int prompt_tokens, int completion_tokens);
+                               const TokenUsage& usage);
 
 // One stream event: chat.completion.chunk or text_completion. `role_delta` marks the chat
 // stream's first chunk; with include_usage every chunk carries "usage": null until the last.
 nlohmann::json stream_chunk(const ResponseIds& ids, const std::string& text, bool role_delta,
                             std::optional<FinishReason> finish, bool include_usage);
 // The closing usage chunk of stream_options.include_usage: empty choices, filled usage.
-nlohmann::json stream_usage_chunk(const ResponseIds& ids, int prompt_tokens, int completion_tokens);
+nlohmann::json stream_usage_chunk(const ResponseIds& ids, const TokenUsage& usage);
 
 // "data: <json>\n\n"
 std::string sse_event(const nlohmann::json& event);
