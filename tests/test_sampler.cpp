@@ -216,6 +216,45 @@ TEST(Sampler, OutOfRangeHistoryIdsAreIgnored) {
   EXPECT_EQ(greedy_with_penalty(100.0f, {3.0f, 2.0f}, {-1, 2, 1000000}), 0);
 }
 
+int greedy_with_penalties(float presence, float frequency, const std::vector<float>& logits,
+                          const std::vector<int32_t>& history, float repeat = 1.0f) {
+  SamplingParams p = greedy();
+  p.presence_penalty = presence;
+  p.frequency_penalty = frequency;
+  p.repeat_penalty = repeat;
+  EXPECT_FALSE(p.greedy());
+  return Sampler(p).sample(logits, history);
+}
+
+TEST(Sampler, PresencePenaltyOncePerIdFrequencyPenaltyPerOccurrence) {
+  const std::vector<float> logits = {3.0f, 2.0f, 1.0f};
+  const std::vector<int32_t> twice = {0, 0};
+  EXPECT_EQ(greedy_with_penalties(0.9f, 0, logits, twice), 0);     // 3 - 0.9 = 2.1
+  EXPECT_EQ(greedy_with_penalties(1.1f, 0, logits, twice), 1);     // 1.9
+  EXPECT_EQ(greedy_with_penalties(0, 0.4f, logits, twice), 0);     // 3 - 2 * 0.4 = 2.2
+  EXPECT_EQ(greedy_with_penalties(0, 0.6f, logits, twice), 1);     // 1.8
+  EXPECT_EQ(greedy_with_penalties(0.3f, 0.3f, logits, twice), 0);  // 3 - 0.6 - 0.3 = 2.1
+  EXPECT_EQ(greedy_with_penalties(0.5f, 0.3f, logits, twice), 1);  // 1.9
+  // Negative values reward repeats: 2 + 2 * 0.6 = 3.2 > 3.
+  EXPECT_EQ(greedy_with_penalties(0, -0.6f, logits, {1, 1}), 1);
+  // After the repeat penalty, as llama.cpp: 3 / 1.2 - 0.55 = 1.95 (before it: 2.04).
+  EXPECT_EQ(greedy_with_penalties(0.55f, 0, logits, {0}, 1.2f), 1);
+}
+
+TEST(Sampler, PresenceAndFrequencyPenaltiesUseTheRepeatWindow) {
+  SamplingParams p = greedy();
+  p.presence_penalty = 2.0f;
+  const std::vector<float> logits = {3.0f, 2.0f, 0.0f};
+  const std::vector<int32_t> history = {0, 2, 2};
+  p.repeat_last_n = 2;
+  EXPECT_EQ(Sampler(p).sample(logits, history), 0);  // id 0 is outside the window
+  p.repeat_last_n = 3;
+  EXPECT_EQ(Sampler(p).sample(logits, history), 1);
+  p.repeat_last_n = 0;
+  EXPECT_TRUE(p.greedy());
+  EXPECT_EQ(Sampler(p).sample(logits, std::vector<int32_t>{0}), 0);
+}
+
 TEST(Sampler, PenaltyAppliesBeforeSampling) {
   SamplingParams p = plain(13);
   p.repeat_penalty = 1000.0f;
@@ -258,6 +297,12 @@ TEST(SamplingParams, ValidateRejectsOutOfRange) {
   EXPECT_THAT(validate_error(p), HasSubstr("repeat_penalty"));
   p.repeat_penalty = -2.0f;
   EXPECT_THAT(validate_error(p), HasSubstr("repeat_penalty"));
+  p = SamplingParams{};
+  p.presence_penalty = NAN;
+  EXPECT_THAT(validate_error(p), HasSubstr("presence_penalty"));
+  p = SamplingParams{};
+  p.frequency_penalty = INFINITY;
+  EXPECT_THAT(validate_error(p), HasSubstr("frequency_penalty"));
   p = SamplingParams{};
   p.repeat_last_n = -1;
   EXPECT_THAT(validate_error(p), HasSubstr("repeat_last_n"));

@@ -193,6 +193,14 @@ TEST_F(ServerHttpTest, BadRequestsGetOpenAIErrorObjects) {
       {"stream not a bool", "/v1/completions", R"({"prompt": "x", "stream": "yes"})", 400, "stream",
        "invalid_type"},
       {"n > 1", "/v1/completions", R"({"prompt": "x", "n": 2})", 400, "n", "invalid_value"},
+      {"presence_penalty over 2", "/v1/completions", R"({"prompt": "x", "presence_penalty": 3})",
+       400, "presence_penalty", "invalid_value"},
+      {"frequency_penalty a string", "/v1/completions",
+       R"({"prompt": "x", "frequency_penalty": "high"})", 400, "frequency_penalty", "invalid_type"},
+      {"repeat_penalty zero", "/v1/completions", R"({"prompt": "x", "repeat_penalty": 0})", 400,
+       "repeat_penalty", "invalid_value"},
+      {"repeat_last_n negative", "/v1/completions", R"({"prompt": "x", "repeat_last_n": -1})", 400,
+       "repeat_last_n", "invalid_value"},
       {"prompt not text", "/v1/completions", R"({"prompt": 5})", 400, "prompt", "invalid_type"},
       {"unknown model", "/v1/completions", R"({"prompt": "x", "model": "gpt-4o"})", 404, "model",
        "model_not_found"},
@@ -213,6 +221,31 @@ TEST_F(ServerHttpTest, BadRequestsGetOpenAIErrorObjects) {
     EXPECT_EQ(error["code"], c.code) << c.name;
   }
   EXPECT_EQ(http_get(port(), "/health").status, 200);  // still serving
+}
+
+TEST_F(ServerHttpTest, PenaltiesApplyAsInLoneGeneration) {
+  const json body = {
+      {"prompt", "Once upon a time"}, {"max_tokens", 24},         {"temperature", 0},
+      {"presence_penalty", 0.5},      {"frequency_penalty", 1.5}, {"repeat_penalty", 1.1},
+      {"repeat_last_n", 32}};
+  const json got = http_post(port(), "/v1/completions", body.dump()).json();
+  ASSERT_TRUE(got.contains("choices")) << got.dump();
+
+  const auto model = Model::load(test::tiny_model());
+  const Tokenizer tokenizer = Tokenizer::load(test::tiny_model());
+  GenerateOptions options;
+  options.max_new_tokens = 24;
+  options.sampling.temperature = 0;
+  options.stop_ids = default_stop_ids(model->config(), tokenizer);
+  const auto prompt = tokenizer.encode("Once upon a time", true);
+  const GenerateResult plain = test::lone_generate(model, tokenizer, prompt, options, 128);
+  options.sampling.presence_penalty = 0.5f;
+  options.sampling.frequency_penalty = 1.5f;
+  options.sampling.repeat_penalty = 1.1f;
+  options.sampling.repeat_last_n = 32;
+  const GenerateResult want = test::lone_generate(model, tokenizer, prompt, options, 128);
+  EXPECT_EQ(got["choices"][0]["text"], want.text);
+  EXPECT_NE(want.text, plain.text);  // the penalties were not ignored
 }
 
 TEST_F(ServerHttpTest, RepeatedPromptReusesTheCacheAndSaysSo) {

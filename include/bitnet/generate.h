@@ -20,13 +20,22 @@ struct SamplingParams {
   float top_p = 0.95f;          // >= 1 disables
   float min_p = 0.05f;          // <= 0 disables
   float repeat_penalty = 1.0f;  // 1 disables; transformers' rule: logit > 0 ? l / p : l * p
-  int repeat_last_n = 64;       // tokens of history the penalty looks at
+  // OpenAI's penalties, over the same window as llama.cpp's: an id seen c times there loses
+  // c * frequency_penalty + presence_penalty from its logit (after the repeat penalty).
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  int repeat_last_n = 64;  // tokens of history the penalties look at
   uint64_t seed = 0;
 
   // Throws bitnet::Error naming the parameter when out of range.
   void validate() const;
-  // Plain argmax: temperature 0 and no repetition penalty.
-  bool greedy() const { return temperature <= 0 && (repeat_penalty == 1.0f || repeat_last_n <= 0); }
+  // Any penalty that changes logits.
+  bool penalized() const {
+    return repeat_last_n > 0 &&
+           (repeat_penalty != 1.0f || presence_penalty != 0.0f || frequency_penalty != 0.0f);
+  }
+  // Plain argmax: temperature 0 and no penalty.
+  bool greedy() const { return temperature <= 0 && !penalized(); }
 };
 
 // Applies, in transformers' order: repetition penalty, temperature, top-k, top-p, min-p.

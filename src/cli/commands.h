@@ -29,7 +29,8 @@ Action add_demo(CLI::App& app);
 // Adds -m/--model, optional: a model directory or a HuggingFace repo id, default
 // microsoft/bitnet-b1.58-2B-4T from the HuggingFace cache (see bitnet/model_path.h).
 CLI::Option* add_model_option(CLI::App& cmd, std::string& model);
-// Adds run's sampling flags (--temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n).
+// Adds run's sampling flags (--temp --top-k --top-p --min-p --repeat-penalty --presence-penalty
+// --frequency-penalty --repeat-last-n).
 void add_sampling_options(CLI::App& cmd, SamplingParams& sampling);
 
 // The storage choices of a run; defaults are the library's. A converted .bitnet file carries its

@@ -17,7 +17,13 @@ void add_sampling_options(CLI::App& cmd, SamplingParams& sampling) {
   cmd.add_option("--min-p", sampling.min_p, "Min-p; 0 disables")->capture_default_str();
   cmd.add_option("--repeat-penalty", sampling.repeat_penalty, "Repetition penalty; 1 disables")
       ->capture_default_str();
-  cmd.add_option("--repeat-last-n", sampling.repeat_last_n, "Tokens the penalty looks back")
+  cmd.add_option("--presence-penalty", sampling.presence_penalty,
+                 "Subtracted from the logit of every id in the penalty window; 0 disables")
+      ->capture_default_str();
+  cmd.add_option("--frequency-penalty", sampling.frequency_penalty,
+                 "Subtracted once per occurrence in the penalty window; 0 disables")
+      ->capture_default_str();
+  cmd.add_option("--repeat-last-n", sampling.repeat_last_n, "Tokens the penalties look back")
       ->capture_default_str();
 }
 

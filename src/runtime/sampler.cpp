@@ -5,7 +5,7 @@
 #include <cmath>
 #include <functional>
 #include <numeric>
-#include <unordered_set>
+#include <unordered_map>
 
 #include "base/cpu_features.h"
 #include "bitnet/error.h"
@@ -20,6 +20,8 @@ void SamplingParams::validate() const {
   if (!(min_p >= 0) || min_p > 1) throw Error("min_p must be in [0, 1]");
   if (!(repeat_penalty > 0) || !std::isfinite(repeat_penalty))
     throw Error("repeat_penalty must be > 0");
+  if (!std::isfinite(presence_penalty)) throw Error("presence_penalty must be finite");
+  if (!std::isfinite(frequency_penalty)) throw Error("frequency_penalty must be finite");
   if (repeat_last_n < 0) throw Error("repeat_last_n must be >= 0");
 }
 
@@ -128,15 +130,18 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
   const int32_t vocab = static_cast<int32_t>(logits.size());
   std::span<const float> view = logits;
 
-  if (params_.repeat_penalty != 1.0f && params_.repeat_last_n > 0) {
+  if (params_.penalized()) {
     work_.assign(logits.begin(), logits.end());
-    std::unordered_set<int32_t> seen;
+    std::unordered_map<int32_t, int> counts;
     const size_t n = std::min(history.size(), static_cast<size_t>(params_.repeat_last_n));
     for (size_t i = history.size() - n; i < history.size(); ++i) {
-      const int32_t id = history[i];
-      if (id < 0 || id >= vocab || !seen.insert(id).second) continue;
+      if (history[i] >= 0 && history[i] < vocab) ++counts[history[i]];
+    }
+    for (const auto& [id, count] : counts) {
       float& l = work_[id];
-      l = l > 0 ? l / params_.repeat_penalty : l * params_.repeat_penalty;
+      if (params_.repeat_penalty != 1.0f)
+        l = l > 0 ? l / params_.repeat_penalty : l * params_.repeat_penalty;
+      l -= static_cast<float>(count) * params_.frequency_penalty + params_.presence_penalty;
     }
     view = work_;
   }

@@ -185,7 +185,25 @@ CompletionRequest parse_completion_request(Endpoint endpoint, const std::string&
     if (top_p == 0.0) invalid_value("top_p", "must be greater than 0");
     r.sampling.top_p = static_cast<float>(top_p);
   }
+  if (field(body, "presence_penalty")) {
+    r.sampling.presence_penalty =
+        static_cast<float>(number_field(body, "presence_penalty", -2.0, 2.0));
+  }
+  if (field(body, "frequency_penalty")) {
+    r.sampling.frequency_penalty =
+        static_cast<float>(number_field(body, "frequency_penalty", -2.0, 2.0));
+  }
   // llama.cpp's extensions.
+  if (field(body, "repeat_penalty")) {
+    const double penalty = number_field(body, "repeat_penalty", 0.0, 100.0);
+    if (penalty == 0.0) invalid_value("repeat_penalty", "must be greater than 0");
+    r.sampling.repeat_penalty = static_cast<float>(penalty);
+  }
+  if (field(body, "repeat_last_n")) {
+    const int64_t n = integer_field(body, "repeat_last_n");
+    if (n < 0 || n > 1'000'000) invalid_value("repeat_last_n", "must be >= 0");
+    r.sampling.repeat_last_n = static_cast<int>(n);
+  }
   if (field(body, "top_k")) {
     const int64_t k = integer_field(body, "top_k");
     if (k < 0 || k > 1'000'000) invalid_value("top_k", "must be >= 0");
