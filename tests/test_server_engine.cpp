@@ -3,8 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <condition_variable>
 #include <mutex>
+#include <numeric>
 
 #include "bitnet/error.h"
 #include "runtime/batch_engine.h"
@@ -263,6 +266,50 @@ TEST_F(BatchEngineTest, PromptCacheCanBeTurnedOff) {
   EXPECT_EQ(a.text, b.text);
 }
 
+// Each generated token's log-probability is the log-softmax of the logits a lone session gives
+// at that step (computed here in double), and the alternatives are the largest logits in order.
+TEST_F(BatchEngineTest, LogprobsAreTheLogSoftmaxOfLoneLogits) {
+  BatchEngine engine(model_, *tokenizer_, options(2));
+  EngineRequest r = request("Once upon a time", 12, 3);
+  r.logprobs = 3;
+  auto other = engine.submit(request("The quick brown fox", 12, 4)).stream;  // batched alongside
+  const RequestStream::Update got = engine.submit(r).stream->wait_all();
+  EXPECT_EQ(other->wait_all().error, "");
+  const GenerateResult want = lone_generate(model_, *tokenizer_, r.prompt_ids, r.options, 128);
+  EXPECT_EQ(got.text, want.text);
+  // A final stop id has no entry: it is not part of the text.
+  const bool ends_at_stop_id = want.finish_reason == FinishReason::stop;
+  ASSERT_EQ(got.logprobs.size(), want.ids.size() - (ends_at_stop_id ? 1 : 0));
+
+  SessionOptions session_options;
+  session_options.context_length = 128;
+  session_options.n_threads = 1;
+  Session session(model_, session_options);
+  std::span<const float> step_logits = session.feed(r.prompt_ids);
+  for (size_t i = 0; i < got.logprobs.size(); ++i) {
+    const std::vector<float> logits(step_logits.begin(), step_logits.end());
+    const double max_logit = *std::max_element(logits.begin(), logits.end());
+    double total = 0;
+    for (float l : logits) total += std::exp(l - max_logit);
+    const double log_total = max_logit + std::log(total);
+    std::vector<int32_t> order(logits.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+      return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)];
+    });
+
+    const TokenLogprob& entry = got.logprobs[i];
+    EXPECT_EQ(entry.id, want.ids[i]) << "token " << i;
+    EXPECT_NEAR(entry.logprob, logits[static_cast<size_t>(entry.id)] - log_total, 1e-4);
+    ASSERT_EQ(entry.top.size(), 3u);
+    for (size_t k = 0; k < 3; ++k) {
+      EXPECT_EQ(entry.top[k].first, order[k]) << "token " << i << ", alternative " << k;
+      EXPECT_NEAR(entry.top[k].second, logits[static_cast<size_t>(order[k])] - log_total, 1e-4);
+    }
+    step_logits = session.feed(std::span(&want.ids[i], 1));
+  }
+}
+
 TEST_F(BatchEngineTest, InvalidRequestsThrowAndZeroTokensFinishAtOnce) {
   BatchEngine engine(model_, *tokenizer_, options(1));
   EngineRequest empty = request("x", 5, 1);
@@ -274,6 +321,9 @@ TEST_F(BatchEngineTest, InvalidRequestsThrowAndZeroTokensFinishAtOnce) {
   EngineRequest bad_id = request("x", 5, 1);
   bad_id.prompt_ids.push_back(model_->config().vocab_size);
   EXPECT_THROW(engine.submit(bad_id), Error);
+  EngineRequest too_many_alternatives = request("x", 5, 1);
+  too_many_alternatives.logprobs = model_->config().vocab_size + 1;
+  EXPECT_THROW(engine.submit(too_many_alternatives), Error);
   EngineRequest bad_stop = request("x", 5, 1);
   bad_stop.options.stop_strings = {""};
   EXPECT_THROW(engine.submit(bad_stop), Error);

@@ -197,6 +197,14 @@ TEST_F(ServerHttpTest, BadRequestsGetOpenAIErrorObjects) {
        400, "presence_penalty", "invalid_value"},
       {"frequency_penalty a string", "/v1/completions",
        R"({"prompt": "x", "frequency_penalty": "high"})", 400, "frequency_penalty", "invalid_type"},
+      {"top_logprobs without logprobs", "/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", 400,
+       "top_logprobs", "invalid_value"},
+      {"chat logprobs not a bool", "/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": "x"}], "logprobs": 3})", 400, "logprobs",
+       "invalid_type"},
+      {"completion logprobs over 5", "/v1/completions", R"({"prompt": "x", "logprobs": 6})", 400,
+       "logprobs", "invalid_value"},
       {"repeat_penalty zero", "/v1/completions", R"({"prompt": "x", "repeat_penalty": 0})", 400,
        "repeat_penalty", "invalid_value"},
       {"repeat_last_n negative", "/v1/completions", R"({"prompt": "x", "repeat_last_n": -1})", 400,
@@ -246,6 +254,74 @@ TEST_F(ServerHttpTest, PenaltiesApplyAsInLoneGeneration) {
   const GenerateResult want = test::lone_generate(model, tokenizer, prompt, options, 128);
   EXPECT_EQ(got["choices"][0]["text"], want.text);
   EXPECT_NE(want.text, plain.text);  // the penalties were not ignored
+}
+
+// Chat logprobs: one entry per generated token (none for a final stop id) naming the token a
+// lone generation samples, its bytes, and the top alternatives, the greedy pick first. The
+// streamed chunks carry the same entries.
+TEST_F(ServerHttpTest, ChatLogprobsNameEachTokenAndItsAlternatives) {
+  const json body = {{"messages", {{{"role", "user"}, {"content", "Count with me"}}}},
+                     {"max_tokens", 10},
+                     {"temperature", 0},
+                     {"logprobs", true},
+                     {"top_logprobs", 2}};
+  const json r = http_post(port(), "/v1/chat/completions", body.dump()).json();
+  ASSERT_TRUE(r.contains("choices")) << r.dump();
+  const json& content = r["choices"][0]["logprobs"]["content"];
+  const int generated = r["usage"]["completion_tokens"].get<int>();
+  const bool stopped = r["choices"][0]["finish_reason"] == "stop";
+  ASSERT_EQ(static_cast<int>(content.size()), generated - (stopped ? 1 : 0)) << r.dump();
+
+  std::string text_bytes;
+  for (const json& entry : content) {
+    std::string bytes;
+    for (const json& b : entry["bytes"]) bytes += static_cast<char>(b.get<int>());
+    text_bytes += bytes;
+    EXPECT_LE(entry["logprob"].get<double>(), 0.0);
+    ASSERT_EQ(entry["top_logprobs"].size(), 2u);
+    // Greedy: the token is the most likely one.
+    EXPECT_EQ(entry["top_logprobs"][0]["bytes"], entry["bytes"]);
+    EXPECT_EQ(entry["top_logprobs"][0]["logprob"], entry["logprob"]);
+    EXPECT_GE(entry["top_logprobs"][0]["logprob"].get<double>(),
+              entry["top_logprobs"][1]["logprob"].get<double>());
+  }
+  EXPECT_EQ(text_bytes, r["choices"][0]["message"]["content"].get<std::string>());
+
+  json streamed = body;
+  streamed["stream"] = true;
+  json entries = json::array();
+  server::post_sse("127.0.0.1", port(), "/v1/chat/completions", streamed.dump(),
+                   [&](const std::string& data) {
+                     if (data == "[DONE]") return true;
+                     const json event = json::parse(data);
+                     const json& logprobs = event["choices"][0]["logprobs"];
+                     if (logprobs.is_object())
+                       for (const json& e : logprobs["content"]) entries.push_back(e);
+                     return true;
+                   });
+  EXPECT_EQ(entries, content);
+}
+
+TEST_F(ServerHttpTest, CompletionLogprobsAreParallelArrays) {
+  const json body = {
+      {"prompt", "Once upon a time"}, {"max_tokens", 6}, {"logprobs", 3}, {"seed", 8}};
+  const json r = http_post(port(), "/v1/completions", body.dump()).json();
+  ASSERT_TRUE(r.contains("choices")) << r.dump();
+  const json& logprobs = r["choices"][0]["logprobs"];
+  const size_t n = logprobs["tokens"].size();
+  EXPECT_GE(n, 1u);
+  ASSERT_EQ(logprobs["token_logprobs"].size(), n);
+  ASSERT_EQ(logprobs["top_logprobs"].size(), n);
+  for (size_t i = 0; i < n; ++i) {
+    EXPECT_TRUE(logprobs["tokens"][i].is_string());
+    EXPECT_LE(logprobs["token_logprobs"][i].get<double>(), 0.0);
+    EXPECT_GE(logprobs["top_logprobs"][i].size(), 1u);  // 3 unless two tokens print alike
+    EXPECT_LE(logprobs["top_logprobs"][i].size(), 3u);
+  }
+  const json plain =
+      http_post(port(), "/v1/completions", R"({"prompt": "Once upon a time", "max_tokens": 2})")
+          .json();
+  EXPECT_TRUE(plain["choices"][0]["logprobs"].is_null());
 }
 
 TEST_F(ServerHttpTest, RepeatedPromptReusesTheCacheAndSaysSo) {

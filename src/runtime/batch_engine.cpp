@@ -2,13 +2,17 @@
 #include "runtime/stop_strings.h"
 
 #include <algorithm>
+#include <cmath>
+#include <iterator>
 #include <numeric>
+#include <span>
 
 #include "base/cpu_features.h"
 #include "base/thread_pool.h"
 #include "bitnet/error.h"
 #include "model/forward_cpu.h"
 #include "model/kv_cache.h"
+#include "runtime/top_candidates.h"
 
 namespace bitnet {
 namespace {
@@ -19,27 +23,50 @@ double seconds_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
 }
 
+// id's log-softmax over the logits, and the `alternatives` most likely ids' (ties to the lower id).
+TokenLogprob token_logprob(std::span<const float> logits, int32_t id, int alternatives,
+                           std::vector<int32_t>& scratch) {
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  double total = 0;
+  for (float l : logits) total += std::exp(static_cast<double>(l - max_logit));
+  const double log_total = static_cast<double>(max_logit) + std::log(total);
+  auto logprob = [&](int32_t i) {
+    return static_cast<float>(static_cast<double>(logits[static_cast<size_t>(i)]) - log_total);
+  };
+  TokenLogprob out{id, logprob(id), {}};
+  top_candidates(logits, static_cast<size_t>(alternatives), scratch);
+  for (int32_t i : scratch) out.top.emplace_back(i, logprob(i));
+  return out;
+}
+
 }  // namespace
 
 // --- RequestStream -------------------------------------------------------------------------
 
 RequestStream::Update RequestStream::poll(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
-  cv_.wait_for(lock, timeout, [&] { return finished_ || !pending_text_.empty(); });
+  cv_.wait_for(lock, timeout,
+               [&] { return finished_ || !pending_text_.empty() || !pending_logprobs_.empty(); });
   Update update;
   if (finished_) update = final_;
   update.text = std::move(pending_text_);
   pending_text_.clear();
+  update.logprobs = std::move(pending_logprobs_);
+  pending_logprobs_.clear();
   return update;
 }
 
 RequestStream::Update RequestStream::wait_all() {
   std::string text;
+  std::vector<TokenLogprob> logprobs;
   for (;;) {
     Update update = poll(std::chrono::milliseconds(1000));
     text += update.text;
+    logprobs.insert(logprobs.end(), std::make_move_iterator(update.logprobs.begin()),
+                    std::make_move_iterator(update.logprobs.end()));
     if (update.finished) {
       update.text = std::move(text);
+      update.logprobs = std::move(logprobs);
       return update;
     }
   }
@@ -50,6 +77,14 @@ void RequestStream::push_text(const std::string& text) {
   {
     std::lock_guard lock(mutex_);
     pending_text_ += text;
+  }
+  cv_.notify_all();
+}
+
+void RequestStream::push_logprob(TokenLogprob logprob) {
+  {
+    std::lock_guard lock(mutex_);
+    pending_logprobs_.push_back(std::move(logprob));
   }
   cv_.notify_all();
 }
@@ -125,8 +160,10 @@ struct BatchEngine::Sequence {
     done = true;
   }
 
-  // Takes one sampled id; finishes the sequence or leaves the id to be fed next step.
-  void accept(int32_t id, int context_length) {
+  // Takes one sampled id and the logits it was drawn from; finishes the sequence or leaves the id
+  // to be fed next step.
+  void accept(int32_t id, std::span<const float> logits, int context_length,
+              std::vector<int32_t>& scratch) {
     ++generated;
     history.push_back(id);
     const GenerateOptions& o = request.options;
@@ -134,6 +171,8 @@ struct BatchEngine::Sequence {
       finish(FinishReason::stop, false);
       return;
     }
+    if (request.logprobs >= 0)
+      stream->push_logprob(token_logprob(logits, id, request.logprobs, scratch));
     text += decoder.push(id);
     size_t stop_at = std::string::npos;
     for (const std::string& s : o.stop_strings) {
@@ -163,6 +202,7 @@ struct BatchEngine::Compute {
   std::vector<BatchToken> batch;
   std::vector<int32_t> logit_rows;
   std::vector<Sequence*> row_owners;  // the sequence each logit row samples for
+  std::vector<int32_t> top_ids;       // scratch for log-probability alternatives
 
   Compute(const std::shared_ptr<const Model>& model, const EngineOptions& o, int ctx)
       : pool(o.n_threads > 0 ? o.n_threads : physical_core_count()),
@@ -232,6 +272,10 @@ BatchEngine::Submitted BatchEngine::submit(EngineRequest request) {
     }
   }
   if (o.max_new_tokens < 0) throw Error("max_new_tokens must be >= 0");
+  if (request.logprobs > c.vocab_size) {
+    throw Error("logprobs asks for " + std::to_string(request.logprobs) +
+                " alternatives; the vocabulary has " + std::to_string(c.vocab_size));
+  }
   for (const std::string& s : o.stop_strings) {
     if (s.empty()) throw Error("stop strings must not be empty");
   }
@@ -424,7 +468,7 @@ void BatchEngine::step() {
       }
     }
     seq.last_token_at = now;
-    seq.accept(id, context_length_);
+    seq.accept(id, logits, context_length_, cx.top_ids);
   }
 }
 

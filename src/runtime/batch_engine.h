@@ -46,6 +46,16 @@ struct EngineOptions {
 struct EngineRequest {
   std::vector<int32_t> prompt_ids;
   GenerateOptions options;  // max_new_tokens, sampling (with its seed), stop ids and strings
+  // < 0: none. Otherwise each generated token (but a final stop id) comes with its
+  // log-probability under the model (log-softmax of the logits, before penalties and temperature)
+  // and the `logprobs` most likely ids at that step with theirs.
+  int logprobs = -1;
+};
+
+struct TokenLogprob {
+  int32_t id = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;  // most likely first
 };
 
 // Timing and token counts reported by the scheduler thread as they happen (for metrics).
@@ -65,9 +75,10 @@ class RequestStream {
     bool finished = false;  // when true, the fields below are valid and no more text follows
     FinishReason finish_reason = FinishReason::length;
     int prompt_tokens = 0;
-    int cached_prompt_tokens = 0;  // of prompt_tokens, those whose cache entries were reused
-    int generated_tokens = 0;      // sampled ids, including a final stop id
-    std::string error;             // non-empty when generation failed
+    int cached_prompt_tokens = 0;        // of prompt_tokens, those whose cache entries were reused
+    int generated_tokens = 0;            // sampled ids, including a final stop id
+    std::vector<TokenLogprob> logprobs;  // of the tokens since the last poll (when asked for)
+    std::string error;                   // non-empty when generation failed
   };
 
   // Waits up to timeout for new text or the end, and returns what arrived since the last call.
@@ -80,12 +91,14 @@ class RequestStream {
   using Clock = std::chrono::steady_clock;
 
   void push_text(const std::string& text);
+  void push_logprob(TokenLogprob logprob);
   void finish(FinishReason reason, int generated_tokens, int cached_prompt_tokens,
               const std::string& error = {});
 
   std::mutex mutex_;
   std::condition_variable cv_;
   std::string pending_text_;
+  std::vector<TokenLogprob> pending_logprobs_;
   bool finished_ = false;
   Update final_;
   bool cancelled_ = false;  // guarded by the engine's mutex

@@ -1,6 +1,6 @@
 #pragma once
 // The sampler's candidate order: logits from highest to lowest, ties to the lower id
-// (sampler.cpp; declared here for its tests).
+// (sampler.cpp; declared here for its tests and the engine's log-probability alternatives).
 
 #include <cstddef>
 #include <cstdint>

@@ -2,6 +2,8 @@
 // engine, and the JSON or server-sent-events answer.
 #include <httplib.h>
 
+#include <algorithm>
+#include <iterator>
 #include <random>
 
 #include "bitnet/error.h"
@@ -82,6 +84,7 @@ void Server::handle_completion(Endpoint endpoint, const httplib::Request& req,
     if (!request.seed_given) job.options.sampling.seed = std::random_device{}();
     job.options.stop_ids = stop_ids_;
     job.options.stop_strings = request.stop;
+    job.logprobs = request.logprobs;
     BatchEngine::Submitted submitted = engine_->submit(std::move(job));
     if (submitted.rejection != BatchEngine::Rejection::none) {
       res.set_header("Retry-After", "1");
@@ -93,15 +96,17 @@ void Server::handle_completion(Endpoint endpoint, const httplib::Request& req,
     const ResponseIds ids =
         make_response_ids(endpoint, request.model.empty() ? options_.model_id : request.model);
     if (request.stream) {
-      stream_response(std::move(submitted.stream), ids, request.include_usage, std::move(in_flight),
-                      res);
+      stream_response(std::move(submitted.stream), ids, request.include_usage,
+                      request.logprobs >= 0, std::move(in_flight), res);
       return;
     }
     const RequestStream::Update result = submitted.stream->wait_all();
     if (!result.error.empty()) throw ApiError(500, result.error, "server_error");
-    res.set_content(
-        dump_json(completion_body(ids, result.text, result.finish_reason, usage_of(result))),
-        "application/json");
+    const json logprobs =
+        request.logprobs >= 0 ? logprobs_json(endpoint, result.logprobs, *tokenizer_) : nullptr;
+    res.set_content(dump_json(completion_body(ids, result.text, result.finish_reason,
+                                              usage_of(result), logprobs)),
+                    "application/json");
   } catch (const ApiError& e) {
     send_error(res, e);
   } catch (const Error& e) {  // the engine's own validation
@@ -110,29 +115,46 @@ void Server::handle_completion(Endpoint endpoint, const httplib::Request& req,
 }
 
 void Server::stream_response(std::shared_ptr<RequestStream> stream, const ResponseIds& ids,
-                             bool include_usage, std::shared_ptr<InFlight> in_flight,
-                             httplib::Response& res) {
+                             bool include_usage, bool with_logprobs,
+                             std::shared_ptr<InFlight> in_flight, httplib::Response& res) {
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");  // nginx: pass events through unbuffered
-  const bool chat = ids.endpoint == Endpoint::chat;
-  auto sent_role = std::make_shared<bool>(!chat);  // the chat stream opens with the role
+  struct State {
+    bool sent_role;
+    // Entries of tokens whose text is still held back (a possible stop string): they go out
+    // with the next chunk that has text, or with the last.
+    std::vector<TokenLogprob> held;
+  };
+  auto state = std::make_shared<State>(State{ids.endpoint != Endpoint::chat, {}});
   BatchEngine* engine = engine_.get();
+  const Tokenizer* tokenizer = tokenizer_.get();
   res.set_chunked_content_provider(
       "text/event-stream",
-      [stream, ids, include_usage, sent_role, in_flight](size_t, httplib::DataSink& sink) {
+      [stream, ids, include_usage, with_logprobs, state, tokenizer, in_flight](
+          size_t, httplib::DataSink& sink) {
         std::string out;
-        if (!*sent_role) {
+        if (!state->sent_role) {
           out += sse_event(stream_chunk(ids, "", true, std::nullopt, include_usage));
-          *sent_role = true;
+          state->sent_role = true;
         }
-        const RequestStream::Update update = stream->poll(kPollInterval);
-        if (!update.text.empty())
-          out += sse_event(stream_chunk(ids, update.text, false, std::nullopt, include_usage));
+        RequestStream::Update update = stream->poll(kPollInterval);
+        std::move(update.logprobs.begin(), update.logprobs.end(), std::back_inserter(state->held));
+        auto take_logprobs = [&]() -> json {
+          if (!with_logprobs) return nullptr;
+          json entries = logprobs_json(ids.endpoint, state->held, *tokenizer);
+          state->held.clear();
+          return entries;
+        };
+        if (!update.text.empty()) {
+          out += sse_event(
+              stream_chunk(ids, update.text, false, std::nullopt, include_usage, take_logprobs()));
+        }
         if (update.finished) {
           if (!update.error.empty()) {
             out += sse_event(error_body(update.error, "server_error"));
           } else {
-            out += sse_event(stream_chunk(ids, "", false, update.finish_reason, include_usage));
+            out += sse_event(stream_chunk(ids, "", false, update.finish_reason, include_usage,
+                                          state->held.empty() ? json(nullptr) : take_logprobs()));
             if (include_usage) {
               out += sse_event(stream_usage_chunk(ids, usage_of(update)));
             }

@@ -78,7 +78,7 @@ class Server {
   void install_routes();
   void handle_completion(Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
   void stream_response(std::shared_ptr<RequestStream> stream, const ResponseIds& ids,
-                       bool include_usage, std::shared_ptr<InFlight> in_flight,
+                       bool include_usage, bool with_logprobs, std::shared_ptr<InFlight> in_flight,
                        httplib::Response& res);
   bool authorized(const httplib::Request& req, httplib::Response& res) const;
   std::shared_ptr<InFlight> enter();

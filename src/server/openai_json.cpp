@@ -124,6 +124,23 @@ std::vector<std::string> parse_stop(const json& body) {
   return out;
 }
 
+// Chat: logprobs (a boolean) with top_logprobs (0-20 alternatives); completions: logprobs as
+// the number of alternatives (0-5), as OpenAI's two APIs take them. -1: none asked for.
+int parse_logprobs(Endpoint endpoint, const json& body) {
+  if (endpoint == Endpoint::completion) {
+    if (!field(body, "logprobs")) return -1;
+    const int64_t n = integer_field(body, "logprobs");
+    if (n < 0 || n > 5) invalid_value("logprobs", "must be between 0 and 5");
+    return static_cast<int>(n);
+  }
+  const bool wanted = field(body, "logprobs") && bool_field(body, "logprobs");
+  if (!field(body, "top_logprobs")) return wanted ? 0 : -1;
+  const int64_t n = integer_field(body, "top_logprobs");
+  if (n < 0 || n > 20) invalid_value("top_logprobs", "must be between 0 and 20");
+  if (!wanted) invalid_value("top_logprobs", "needs 'logprobs': true");
+  return static_cast<int>(n);
+}
+
 std::string random_id(const char* prefix) {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   static constexpr char kAlphabet[] =
@@ -216,6 +233,7 @@ CompletionRequest parse_completion_request(Endpoint endpoint, const std::string&
     r.seed_given = true;
   }
   if (field(body, "n") && integer_field(body, "n") != 1) invalid_value("n", "must be 1");
+  r.logprobs = parse_logprobs(endpoint, body);
   r.stop = parse_stop(body);
   if (field(body, "stream")) r.stream = bool_field(body, "stream");
   if (const json* options = field(body, "stream_options")) {
@@ -250,11 +268,46 @@ static json envelope(const ResponseIds& ids, const char* object) {
   return {{"id", ids.id}, {"object", object}, {"created", ids.created}, {"model", ids.model}};
 }
 
+json logprobs_json(Endpoint endpoint, std::span<const TokenLogprob> tokens,
+                   const Tokenizer& tokenizer) {
+  auto bytes_of = [&](int32_t id) {
+    const std::string& bytes = tokenizer.token_bytes(id);
+    json out = json::array();
+    for (unsigned char c : bytes) out.push_back(c);
+    return out;
+  };
+  if (endpoint == Endpoint::chat) {
+    json content = json::array();
+    for (const TokenLogprob& t : tokens) {
+      json top = json::array();
+      for (const auto& [id, logprob] : t.top) {
+        top.push_back(
+            {{"token", tokenizer.token_bytes(id)}, {"logprob", logprob}, {"bytes", bytes_of(id)}});
+      }
+      content.push_back({{"token", tokenizer.token_bytes(t.id)},
+                         {"logprob", t.logprob},
+                         {"bytes", bytes_of(t.id)},
+                         {"top_logprobs", top}});
+    }
+    return {{"content", content}, {"refusal", nullptr}};
+  }
+  json token_texts = json::array(), token_logprobs = json::array(), top_logprobs = json::array();
+  for (const TokenLogprob& t : tokens) {
+    token_texts.push_back(tokenizer.token_bytes(t.id));
+    token_logprobs.push_back(t.logprob);
+    json top = json::object();
+    for (const auto& [id, logprob] : t.top) top[tokenizer.token_bytes(id)] = logprob;
+    top_logprobs.push_back(top);
+  }
+  return {
+      {"tokens", token_texts}, {"token_logprobs", token_logprobs}, {"top_logprobs", top_logprobs}};
+}
+
 json completion_body(const ResponseIds& ids, const std::string& text, FinishReason reason,
-                     const TokenUsage& usage) {
+                     const TokenUsage& usage, const json& logprobs) {
   const bool chat = ids.endpoint == Endpoint::chat;
   json choice = {
-      {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason_name(reason)}};
+      {"index", 0}, {"logprobs", logprobs}, {"finish_reason", finish_reason_name(reason)}};
   if (chat) {
     choice["message"] = {{"role", "assistant"}, {"content", text}};
   } else {
@@ -267,10 +320,10 @@ json completion_body(const ResponseIds& ids, const std::string& text, FinishReas
 }
 
 json stream_chunk(const ResponseIds& ids, const std::string& text, bool role_delta,
-                  std::optional<FinishReason> finish, bool include_usage) {
+                  std::optional<FinishReason> finish, bool include_usage, const json& logprobs) {
   const bool chat = ids.endpoint == Endpoint::chat;
   json choice = {{"index", 0},
-                 {"logprobs", nullptr},
+                 {"logprobs", logprobs},
                  {"finish_reason", finish ? json(finish_reason_name(*finish)) : json(nullptr)}};
   if (chat) {
     json delta = json::object();

@@ -5,12 +5,15 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "bitnet/chat.h"
 #include "bitnet/generate.h"
+#include "bitnet/tokenizer.h"
+#include "runtime/batch_engine.h"
 
 namespace bitnet::server {
 
@@ -46,6 +49,9 @@ struct CompletionRequest {
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  // < 0: no log-probabilities; else that many alternatives per token (chat: logprobs with
+  // top_logprobs; completions: logprobs).
+  int logprobs = -1;
 };
 
 // Throws ApiError (400) naming the parameter at fault. `defaults` supplies the sampling
@@ -73,14 +79,22 @@ struct TokenUsage {
 // OpenAI's usage object, cached_prompt as prompt_tokens_details.cached_tokens.
 nlohmann::json usage_json(const TokenUsage& usage);
 
-// The non-streaming body: chat.completion or text_completion.
+// A choice's "logprobs" for these tokens: chat's {"content": [{token, logprob, bytes,
+// top_logprobs}], "refusal": null}, or the completions API's parallel arrays (tokens,
+// token_logprobs, top_logprobs).
+nlohmann::json logprobs_json(Endpoint endpoint, std::span<const TokenLogprob> tokens,
+                             const Tokenizer& tokenizer);
+
+// The non-streaming body: chat.completion or text_completion. logprobs: the choice's (null when
+// not asked for).
 nlohmann::json completion_body(const ResponseIds& ids, const std::string& text, FinishReason reason,
-                               const TokenUsage& usage);
+                               const TokenUsage& usage, const nlohmann::json& logprobs = nullptr);
 
 // One stream event: chat.completion.chunk or text_completion. `role_delta` marks the chat
 // stream's first chunk; with include_usage every chunk carries "usage": null until the last.
 nlohmann::json stream_chunk(const ResponseIds& ids, const std::string& text, bool role_delta,
-                            std::optional<FinishReason> finish, bool include_usage);
+                            std::optional<FinishReason> finish, bool include_usage,
+                            const nlohmann::json& logprobs = nullptr);
 // The closing usage chunk of stream_options.include_usage: empty choices, filled usage.
 nlohmann::json stream_usage_chunk(const ResponseIds& ids, const TokenUsage& usage);
 

@@ -35,6 +35,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (m.role != "system" && m.role != "user" && m.role != "assistant") fuzz::fail("role");
   }
   if (request.max_tokens && *request.max_tokens < 1) fuzz::fail("max_tokens");
+  if (request.logprobs < -1 || request.logprobs > 20) fuzz::fail("logprobs");
   for (const std::string& stop : request.stop) {
     if (stop.empty()) fuzz::fail("empty stop string");
   }

@@ -66,6 +66,23 @@ assert.equal(streamed, chat.choices[0].message.content);
 assert.equal(finish, chat.choices[0].finish_reason);
 assert.deepEqual(usage, repeated(chat.usage));
 
+// Log-probabilities: one entry per content token, each with the asked-for alternatives.
+const withLogprobs = await client.chat.completions.create({
+  model,
+  messages: [{ role: "user", content: "Say hello." }],
+  max_tokens: 6,
+  temperature: 0,
+  logprobs: true,
+  top_logprobs: 2,
+});
+const entries = withLogprobs.choices[0].logprobs.content;
+assert.ok(entries.length >= 1 && entries.length <= 6);
+for (const entry of entries) {
+  assert.equal(typeof entry.token, "string");
+  assert.ok(entry.logprob <= 0);
+  assert.equal(entry.top_logprobs.length, 2);
+}
+
 // Text completion, not streamed and streamed.
 const completion = await client.completions.create({
   model,
