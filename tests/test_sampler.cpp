@@ -255,6 +255,21 @@ TEST(Sampler, PresenceAndFrequencyPenaltiesUseTheRepeatWindow) {
   EXPECT_EQ(Sampler(p).sample(logits, std::vector<int32_t>{0}), 0);
 }
 
+TEST(Sampler, LogitBiasIsAddedBeforeThePenalties) {
+  SamplingParams p = greedy();
+  const std::vector<float> logits = {3.0f, 2.0f, 1.0f};
+  p.logit_bias = {{1, 1.5f}};
+  EXPECT_FALSE(p.greedy());
+  EXPECT_EQ(Sampler(p).sample(logits, {}), 1);  // 2 + 1.5 > 3
+  p.logit_bias = {{0, -100.0f}, {1, -100.0f}};
+  EXPECT_EQ(Sampler(p).sample(logits, {}), 2);
+  // Biased first, then penalized: (2 + 4) / 2 = 3 ties id 0's 3, and the lower id wins;
+  // penalized first, 2 / 2 + 4 = 5 would win.
+  p.logit_bias = {{1, 4.0f}};
+  p.repeat_penalty = 2.0f;
+  EXPECT_EQ(Sampler(p).sample(logits, std::vector<int32_t>{1}), 0);
+}
+
 TEST(Sampler, PenaltyAppliesBeforeSampling) {
   SamplingParams p = plain(13);
   p.repeat_penalty = 1000.0f;
@@ -303,6 +318,14 @@ TEST(SamplingParams, ValidateRejectsOutOfRange) {
   p = SamplingParams{};
   p.frequency_penalty = INFINITY;
   EXPECT_THAT(validate_error(p), HasSubstr("frequency_penalty"));
+  p = SamplingParams{};
+  p.logit_bias = {{-1, 1.0f}};
+  EXPECT_THAT(validate_error(p), HasSubstr("logit_bias"));
+  p.logit_bias = {{3, NAN}};
+  EXPECT_THAT(validate_error(p), HasSubstr("logit_bias"));
+  p.logit_bias = {{3, 1.0f}};
+  EXPECT_NO_THROW(p.validate(4));
+  EXPECT_THROW(p.validate(3), Error);
   p = SamplingParams{};
   p.repeat_last_n = -1;
   EXPECT_THAT(validate_error(p), HasSubstr("repeat_last_n"));

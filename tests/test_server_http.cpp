@@ -205,6 +205,23 @@ TEST_F(ServerHttpTest, BadRequestsGetOpenAIErrorObjects) {
        "invalid_type"},
       {"completion logprobs over 5", "/v1/completions", R"({"prompt": "x", "logprobs": 6})", 400,
        "logprobs", "invalid_value"},
+      {"logit_bias not an object", "/v1/completions", R"({"prompt": "x", "logit_bias": [1]})", 400,
+       "logit_bias", "invalid_type"},
+      {"logit_bias key not an id", "/v1/completions", R"({"prompt": "x", "logit_bias": {"a": 1}})",
+       400, "logit_bias", "invalid_value"},
+      {"logit_bias over 100", "/v1/completions", R"({"prompt": "x", "logit_bias": {"5": 101}})",
+       400, "logit_bias", "invalid_value"},
+      {"tools", "/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]})", 400,
+       "tools", "unsupported_parameter"},
+      {"JSON mode", "/v1/chat/completions",
+       R"({"messages": [{"role": "user", "content": "x"}],
+           "response_format": {"type": "json_object"}})",
+       400, "response_format", "unsupported_parameter"},
+      {"echo", "/v1/completions", R"({"prompt": "x", "echo": true})", 400, "echo",
+       "unsupported_parameter"},
+      {"best_of", "/v1/completions", R"({"prompt": "x", "best_of": 3})", 400, "best_of",
+       "unsupported_parameter"},
       {"repeat_penalty zero", "/v1/completions", R"({"prompt": "x", "repeat_penalty": 0})", 400,
        "repeat_penalty", "invalid_value"},
       {"repeat_last_n negative", "/v1/completions", R"({"prompt": "x", "repeat_last_n": -1})", 400,
@@ -322,6 +339,31 @@ TEST_F(ServerHttpTest, CompletionLogprobsAreParallelArrays) {
       http_post(port(), "/v1/completions", R"({"prompt": "Once upon a time", "max_tokens": 2})")
           .json();
   EXPECT_TRUE(plain["choices"][0]["logprobs"].is_null());
+}
+
+TEST_F(ServerHttpTest, LogitBiasSteersSamplingAndNeutralValuesOfUnsupportedFieldsPass) {
+  const Tokenizer tokenizer = Tokenizer::load(test::tiny_model());
+  const int32_t a = tokenizer.encode("a", false).at(0);
+  const json forced = {{"prompt", "Once upon a time"},
+                       {"max_tokens", 5},
+                       {"logit_bias", {{std::to_string(a), 100}}},
+                       {"echo", false},
+                       {"best_of", 1}};
+  const json r = http_post(port(), "/v1/completions", forced.dump()).json();
+  ASSERT_TRUE(r.contains("choices")) << r.dump();
+  EXPECT_EQ(r["choices"][0]["text"], "aaaaa");
+
+  const json chat = {{"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+                     {"max_tokens", 2},
+                     {"tools", json::array()},
+                     {"tool_choice", "none"},
+                     {"response_format", {{"type", "text"}}}};
+  EXPECT_EQ(http_post(port(), "/v1/chat/completions", chat.dump()).status, 200);
+
+  const json outside = {{"prompt", "x"}, {"logit_bias", {{"1000000", 5}}}};
+  const auto refused = http_post(port(), "/v1/completions", outside.dump());
+  EXPECT_EQ(refused.status, 400);
+  EXPECT_NE(refused.body.find("outside the vocabulary"), std::string::npos) << refused.body;
 }
 
 TEST_F(ServerHttpTest, RepeatedPromptReusesTheCacheAndSaysSo) {

@@ -6,6 +6,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bitnet/session.h"
@@ -25,20 +26,24 @@ struct SamplingParams {
   float presence_penalty = 0.0f;
   float frequency_penalty = 0.0f;
   int repeat_last_n = 64;  // tokens of history the penalties look at
+  // Added to these ids' logits before everything else (OpenAI's logit_bias).
+  std::vector<std::pair<int32_t, float>> logit_bias;
   uint64_t seed = 0;
 
-  // Throws bitnet::Error naming the parameter when out of range.
-  void validate() const;
+  // Throws bitnet::Error naming the parameter when out of range; with vocab_size > 0, also for
+  // logit_bias ids outside the vocabulary.
+  void validate(int32_t vocab_size = 0) const;
   // Any penalty that changes logits.
   bool penalized() const {
     return repeat_last_n > 0 &&
            (repeat_penalty != 1.0f || presence_penalty != 0.0f || frequency_penalty != 0.0f);
   }
-  // Plain argmax: temperature 0 and no penalty.
-  bool greedy() const { return temperature <= 0 && !penalized(); }
+  // Plain argmax: temperature 0, no penalty and no bias.
+  bool greedy() const { return temperature <= 0 && !penalized() && logit_bias.empty(); }
 };
 
-// Applies, in transformers' order: repetition penalty, temperature, top-k, top-p, min-p.
+// Applies the logit bias, then in transformers' order: repetition penalty (with the presence and
+// frequency penalties), temperature, top-k, top-p, min-p.
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);

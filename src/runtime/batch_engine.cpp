@@ -279,7 +279,7 @@ BatchEngine::Submitted BatchEngine::submit(EngineRequest request) {
   for (const std::string& s : o.stop_strings) {
     if (s.empty()) throw Error("stop strings must not be empty");
   }
-  o.sampling.validate();
+  o.sampling.validate(c.vocab_size);
 
   auto stream = std::make_shared<RequestStream>();
   stream->submitted_ = Clock::now();

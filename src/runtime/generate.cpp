@@ -31,6 +31,7 @@ GenerateResult generate(Session& session, const Tokenizer& tokenizer,
                         const std::function<bool(const std::string&)>& on_text) {
   if (prompt_ids.empty()) throw Error("the prompt is empty: nothing to generate from");
   if (options.max_new_tokens < 0) throw Error("max_new_tokens must be >= 0");
+  options.sampling.validate(session.model().config().vocab_size);
   for (const std::string& s : options.stop_strings) {
     if (s.empty()) throw Error("stop strings must not be empty");
   }

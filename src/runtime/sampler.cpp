@@ -14,7 +14,7 @@
 
 namespace bitnet {
 
-void SamplingParams::validate() const {
+void SamplingParams::validate(int32_t vocab_size) const {
   if (!std::isfinite(temperature) || temperature < 0) throw Error("temperature must be >= 0");
   if (!(top_p > 0) || top_p > 1) throw Error("top_p must be in (0, 1]");
   if (!(min_p >= 0) || min_p > 1) throw Error("min_p must be in [0, 1]");
@@ -23,6 +23,14 @@ void SamplingParams::validate() const {
   if (!std::isfinite(presence_penalty)) throw Error("presence_penalty must be finite");
   if (!std::isfinite(frequency_penalty)) throw Error("frequency_penalty must be finite");
   if (repeat_last_n < 0) throw Error("repeat_last_n must be >= 0");
+  for (const auto& [id, bias] : logit_bias) {
+    if (id < 0 || (vocab_size > 0 && id >= vocab_size)) {
+      throw Error("logit_bias: token id " + std::to_string(id) + " is outside the vocabulary");
+    }
+    if (!std::isfinite(bias)) {
+      throw Error("logit_bias: the bias of token " + std::to_string(id) + " must be finite");
+    }
+  }
 }
 
 namespace {
@@ -130,18 +138,23 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
   const int32_t vocab = static_cast<int32_t>(logits.size());
   std::span<const float> view = logits;
 
-  if (params_.penalized()) {
+  if (params_.penalized() || !params_.logit_bias.empty()) {
     work_.assign(logits.begin(), logits.end());
-    std::unordered_map<int32_t, int> counts;
-    const size_t n = std::min(history.size(), static_cast<size_t>(params_.repeat_last_n));
-    for (size_t i = history.size() - n; i < history.size(); ++i) {
-      if (history[i] >= 0 && history[i] < vocab) ++counts[history[i]];
+    for (const auto& [id, bias] : params_.logit_bias) {
+      if (id < vocab) work_[static_cast<size_t>(id)] += bias;
     }
-    for (const auto& [id, count] : counts) {
-      float& l = work_[id];
-      if (params_.repeat_penalty != 1.0f)
-        l = l > 0 ? l / params_.repeat_penalty : l * params_.repeat_penalty;
-      l -= static_cast<float>(count) * params_.frequency_penalty + params_.presence_penalty;
+    if (params_.penalized()) {
+      std::unordered_map<int32_t, int> counts;
+      const size_t n = std::min(history.size(), static_cast<size_t>(params_.repeat_last_n));
+      for (size_t i = history.size() - n; i < history.size(); ++i) {
+        if (history[i] >= 0 && history[i] < vocab) ++counts[history[i]];
+      }
+      for (const auto& [id, count] : counts) {
+        float& l = work_[static_cast<size_t>(id)];
+        if (params_.repeat_penalty != 1.0f)
+          l = l > 0 ? l / params_.repeat_penalty : l * params_.repeat_penalty;
+        l -= static_cast<float>(count) * params_.frequency_penalty + params_.presence_penalty;
+      }
     }
     view = work_;
   }

@@ -1,8 +1,10 @@
 #include "server/openai_json.h"
 
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <random>
+#include <system_error>
 
 namespace bitnet::server {
 namespace {
@@ -141,6 +143,52 @@ int parse_logprobs(Endpoint endpoint, const json& body) {
   return static_cast<int>(n);
 }
 
+// {"token id": bias}, ids as decimal strings and biases in [-100, 100], as OpenAI takes them.
+std::vector<std::pair<int32_t, float>> parse_logit_bias(const json& body) {
+  const json* bias = field(body, "logit_bias");
+  if (!bias) return {};
+  if (!bias->is_object()) invalid_type("logit_bias", "an object of token ids to numbers");
+  if (bias->size() > 1024) invalid_value("logit_bias", "may hold at most 1024 tokens");
+  std::vector<std::pair<int32_t, float>> out;
+  for (const auto& [key, value] : bias->items()) {
+    int32_t id = -1;
+    const auto [end, error] = std::from_chars(key.data(), key.data() + key.size(), id);
+    if (error != std::errc() || end != key.data() + key.size() || id < 0)
+      invalid_value("logit_bias", "keys must be token ids, got '" + key + "'");
+    if (!value.is_number()) invalid_type("logit_bias", "an object of token ids to numbers");
+    const double b = value.get<double>();
+    if (!(b >= -100 && b <= 100))
+      invalid_value("logit_bias", "biases must be between -100 and 100");
+    out.emplace_back(id, static_cast<float>(b));
+  }
+  return out;
+}
+
+// Parameters whose effect this server cannot give are refused, not ignored, unless they hold
+// the value that asks for nothing.
+void refuse_unsupported(const json& body) {
+  auto refuse = [](const char* name, const std::string& why) {
+    throw ApiError(400, "'" + std::string(name) + "' is not supported: " + why,
+                   "invalid_request_error", name, "unsupported_parameter");
+  };
+  for (const char* name : {"tools", "functions"}) {
+    const json* v = field(body, name);
+    if (v && !(v->is_array() && v->empty())) refuse(name, "this server does not call tools");
+  }
+  if (const json* v = field(body, "tool_choice"); v && *v != "none" && *v != "auto")
+    refuse("tool_choice", "this server does not call tools");
+  if (const json* v = field(body, "response_format");
+      v && !(v->is_object() && v->contains("type") && (*v)["type"] == "text")) {
+    refuse("response_format", "replies are plain text");
+  }
+  if (const json* v = field(body, "echo"); v && *v != false)
+    refuse("echo", "the prompt is not returned with the completion");
+  if (const json* v = field(body, "suffix"); v && *v != "")
+    refuse("suffix", "completions do not insert before a suffix");
+  if (const json* v = field(body, "best_of"); v && *v != 1)
+    refuse("best_of", "each request makes one completion");
+}
+
 std::string random_id(const char* prefix) {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   static constexpr char kAlphabet[] =
@@ -234,6 +282,8 @@ CompletionRequest parse_completion_request(Endpoint endpoint, const std::string&
   }
   if (field(body, "n") && integer_field(body, "n") != 1) invalid_value("n", "must be 1");
   r.logprobs = parse_logprobs(endpoint, body);
+  r.sampling.logit_bias = parse_logit_bias(body);
+  refuse_unsupported(body);
   r.stop = parse_stop(body);
   if (field(body, "stream")) r.stream = bool_field(body, "stream");
   if (const json* options = field(body, "stream_options")) {
