@@ -172,8 +172,9 @@ void bench_layer(benchmark::State& state, TernaryFormat format, TernaryKernel ke
 
 // The plain read loop the GEMV's GB/s is measured against.
 void bench_read_bandwidth(benchmark::State& state, int threads) {
+  ReadBandwidthProbe probe;
   ReadBandwidth bandwidth;
-  for (auto _ : state) bandwidth = measure_read_bandwidth(pool(threads), 0.5);
+  for (auto _ : state) bandwidth = probe.measure(pool(threads), 0.5);
   state.counters["GB/s"] = bandwidth.sustained;
   state.counters["best_pass_GB/s"] = bandwidth.best_pass;
 }

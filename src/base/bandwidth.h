@@ -2,6 +2,8 @@
 // A short probe of the machine's memory read bandwidth, so benchmark figures can be read as a
 // fraction of what the hardware allows.
 
+#include "base/mapped_file.h"
+
 namespace bitnet {
 
 class ThreadPool;
@@ -15,8 +17,16 @@ struct ReadBandwidth {
   double best_pass = 0;  // the fastest single pass
 };
 
-// Reads a buffer much larger than the last-level cache with every thread of the pool (each its
-// own slice), pass after pass for about `seconds` (at least two passes).
-ReadBandwidth measure_read_bandwidth(ThreadPool& pool, double seconds = 1.0);
+// Reads a buffer much larger than the last-level cache with every thread of a pool (each its
+// own slice), pass after pass for about `seconds` (at least two passes). The buffer is allocated
+// and faulted in once, so that short probes can be interleaved with a benchmark's repetitions.
+class ReadBandwidthProbe {
+ public:
+  ReadBandwidthProbe();
+  ReadBandwidth measure(ThreadPool& pool, double seconds = 1.0);
+
+ private:
+  ZeroedBuffer buffer_;
+};
 
 }  // namespace bitnet
