@@ -2,6 +2,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -155,6 +157,60 @@ TEST(Cli, BenchSetsEachGenerationRepetitionAgainstTheProbeBeforeIt) {
     fraction += bytes * samples[i].get<double>() / 1e9 / paired[i].get<double>() / 2;
   }
   EXPECT_NEAR(row.at("fraction_of_bandwidth").get<double>(), fraction, 1e-12 * fraction);
+}
+
+// The perplexity of a text, recomputed here from a lone session's logits token by token: each
+// chunk is BOS and 31 text tokens, and tokens 16..30 predict the next.
+TEST(Cli, PerplexityIsTheExpMeanNegativeLogLikelihoodOfTheScoredTokens) {
+  test::TempDir tmp;
+  std::string text;
+  for (int i = 0; i < 12; ++i)
+    text += "The quick brown fox jumps over the lazy dog, again and again. ";
+  test::write_file(tmp / "text.txt", text);
+  const auto r = run_cli({"perplexity", "-m", model_dir(), "-f", (tmp / "text.txt").string(), "-c",
+                          "32", "--chunks", "3", "-q"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const size_t at = r.out.find("Final estimate: PPL = ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const double reported = std::stod(r.out.substr(at + 22));
+
+  auto model = Model::load(model_dir());
+  const Tokenizer tokenizer = Tokenizer::load(model_dir());
+  const std::vector<int32_t> ids = tokenizer.encode(text, false);
+  ASSERT_GE(ids.size(), 3u * 31);
+  double sum = 0;
+  int count = 0;
+  for (size_t c = 0; c < 3; ++c) {
+    std::vector<int32_t> chunk = {*tokenizer.bos_id()};
+    chunk.insert(chunk.end(), ids.begin() + c * 31, ids.begin() + (c + 1) * 31);
+    SessionOptions options;
+    options.device = "cpu";
+    Session session(model, options);
+    for (size_t t = 0; t + 1 < chunk.size(); ++t) {
+      const auto logits = session.feed(std::span(&chunk[t], 1));
+      if (t < 16) continue;
+      double total = 0;
+      const double max_logit = *std::max_element(logits.begin(), logits.end());
+      for (float l : logits) total += std::exp(l - max_logit);
+      sum += max_logit + std::log(total) - logits[static_cast<size_t>(chunk[t + 1])];
+      ++count;
+    }
+  }
+  EXPECT_EQ(count, 45);
+  const double want = std::exp(sum / count);
+  EXPECT_NEAR(reported, want, 1e-6 * want + 1e-4);
+  EXPECT_THAT(r.out, HasSubstr("(45 tokens)"));
+
+  expect_one_line_error(
+      run_cli({"perplexity", "-m", model_dir(), "-f", (tmp / "text.txt").string(), "-c", "4096"}),
+      "-c must be between 4 and");
+  test::write_file(tmp / "short.txt", "Too short.");
+  expect_one_line_error(
+      run_cli({"perplexity", "-m", model_dir(), "-f", (tmp / "short.txt").string(), "-c", "32"}),
+      "fewer than one chunk");
+  expect_one_line_error(
+      run_cli({"perplexity", "-m", model_dir(), "-f", (tmp / "absent.txt").string()}),
+      "absent.txt: cannot open");
 }
 
 TEST(CliErrors, MissingOrBrokenModel) {

@@ -279,6 +279,34 @@ TEST(Model, IncrementalDecodeMatchesOneBatchedPass) {
   }
 }
 
+TEST(Model, FeedScoringKeepsTheLogitsOfEveryTokenFromTheFirstScored) {
+  auto model = Model::load(cached_model("bf16", tiny_spec()));
+  const int vocab = model->config().vocab_size;
+  std::vector<std::vector<float>> one_by_one;
+  {
+    Session session(model);
+    for (int32_t id : kPrompt) {
+      const auto logits = session.feed(std::span(&id, 1));
+      one_by_one.emplace_back(logits.begin(), logits.end());
+    }
+  }
+  const int first = 4;
+  for (int max_batch : {1, 3, 128}) {
+    SCOPED_TRACE("max_batch " + std::to_string(max_batch));
+    SessionOptions options;
+    options.max_batch = max_batch;
+    Session session(model, options);
+    const auto scored = session.feed_scoring(kPrompt, first);
+    ASSERT_EQ(scored.size(), (kPrompt.size() - first) * vocab);
+    for (size_t i = first; i < kPrompt.size(); ++i) {
+      const auto row = scored.subspan((i - first) * vocab, vocab);
+      EXPECT_EQ(std::vector<float>(row.begin(), row.end()), one_by_one[i]) << "token " << i;
+    }
+    EXPECT_EQ(session.position(), static_cast<int>(kPrompt.size()));
+    EXPECT_THROW(session.feed_scoring(std::span(kPrompt).first(2), 2), Error);
+  }
+}
+
 TEST(Model, RewindRecomputesTheSameLogits) {
   auto model = Model::load(cached_model("bf16", tiny_spec()));
   Session session(model);

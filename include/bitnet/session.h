@@ -49,6 +49,9 @@ class Session {
   // As feed(), but returns the greedy next token (argmax of the last logits, ties to the lowest
   // id); on a GPU only that id leaves the device. The logits are not kept.
   int32_t feed_greedy(std::span<const int32_t> tokens);
+  // As feed(), but returns the logits of every token from index `first` on, [(tokens.size() -
+  // first) x vocab] (valid until the next call): what scoring a text needs. CPU sessions only.
+  std::span<const float> feed_scoring(std::span<const int32_t> tokens, int first);
 
   int position() const { return position_; }
   // Forgets everything after the first n tokens (their cache entries are overwritten later).
@@ -68,7 +71,7 @@ class Session {
 
  private:
   std::shared_ptr<const Model> model_;
-  void run(std::span<const int32_t> tokens, int32_t* greedy_id);
+  void run(std::span<const int32_t> tokens, int32_t* greedy_id, int scored_from);
 
   std::unique_ptr<State> state_;
   std::string device_;

@@ -25,6 +25,7 @@ Action add_chat(CLI::App& app);
 Action add_check(CLI::App& app);
 Action add_info(CLI::App& app);
 Action add_demo(CLI::App& app);
+Action add_perplexity(CLI::App& app);
 
 // Adds -m/--model, optional: a model directory or a HuggingFace repo id, default
 // microsoft/bitnet-b1.58-2B-4T from the HuggingFace cache (see bitnet/model_path.h).

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   add(bitnet::cli::add_check);
   add(bitnet::cli::add_info);
   add(bitnet::cli::add_demo);
+  add(bitnet::cli::add_perplexity);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -24,6 +24,8 @@ struct Session::State {
   int context_length = 0;
   int max_batch = 0;
   std::vector<float> logits;
+  std::vector<float> scoring_logits;  // feed_scoring's rows
+  std::vector<int32_t> logit_rows;
   std::vector<BatchToken> batch;
 };
 
@@ -121,8 +123,10 @@ void Session::rewind(int n) {
 }
 
 // Validates, then runs the tokens in max_batch chunks; the last chunk leaves the last token's
-// logits in state_->logits, or its greedy next token in *greedy_id when that is given.
-void Session::run(std::span<const int32_t> tokens, int32_t* greedy_id) {
+// logits in state_->logits, or its greedy next token in *greedy_id when that is given. With
+// scored_from >= 0 (CPU only), the logits of tokens [scored_from, size) go to
+// state_->scoring_logits instead.
+void Session::run(std::span<const int32_t> tokens, int32_t* greedy_id, int scored_from) {
   if (tokens.empty()) throw Error("no tokens to run");
   const ModelConfig& c = model_->config();
   const int64_t end = position_ + static_cast<int64_t>(tokens.size());
@@ -155,23 +159,46 @@ void Session::run(std::span<const int32_t> tokens, int32_t* greedy_id) {
       continue;
     }
 #endif
-    state_->cpu->forward(
-        *state_->kv, state_->batch,
-        final_chunk ? std::span<const int32_t>(&last, 1) : std::span<const int32_t>(),
-        state_->logits.data());
+    std::vector<int32_t>& rows = state_->logit_rows;
+    rows.clear();
+    float* out = state_->logits.data();
+    if (scored_from >= 0) {
+      for (size_t i = begin; i < begin + count; ++i)
+        if (i >= static_cast<size_t>(scored_from)) rows.push_back(static_cast<int32_t>(i - begin));
+      if (!rows.empty()) {
+        out = state_->scoring_logits.data() +
+              (begin + static_cast<size_t>(rows[0]) - static_cast<size_t>(scored_from)) *
+                  static_cast<size_t>(c.vocab_size);
+      }
+    } else if (final_chunk) {
+      rows.push_back(last);
+    }
+    state_->cpu->forward(*state_->kv, state_->batch, rows, out);
     if (final_chunk && greedy_id) *greedy_id = argmax(state_->logits);
     position_ += static_cast<int>(count);
   }
 }
 
 std::span<const float> Session::feed(std::span<const int32_t> tokens) {
-  run(tokens, nullptr);
+  run(tokens, nullptr, -1);
   return state_->logits;
+}
+
+std::span<const float> Session::feed_scoring(std::span<const int32_t> tokens, int first) {
+  if (device_ != "cpu") throw Error("scoring every token runs on the CPU (--device cpu)");
+  if (first < 0 || static_cast<size_t>(first) >= tokens.size()) {
+    throw Error("the first scored token (" + std::to_string(first) + ") must be one of the " +
+                std::to_string(tokens.size()) + " tokens");
+  }
+  const size_t rows = tokens.size() - static_cast<size_t>(first);
+  state_->scoring_logits.resize(rows * static_cast<size_t>(model_->config().vocab_size));
+  run(tokens, nullptr, first);
+  return state_->scoring_logits;
 }
 
 int32_t Session::feed_greedy(std::span<const int32_t> tokens) {
   int32_t id = 0;
-  run(tokens, &id);
+  run(tokens, &id, -1);
   return id;
 }
 
