@@ -133,9 +133,9 @@ TEST(Cli, BenchJsonHasOneObjectPerTestInLlamaBenchFields) {
   EXPECT_LT(bytes["tg4 x2"], 0.75 * bytes["tg4"]);
 }
 
-// The machine's bandwidth drifts over a run, so each generation repetition is set against a
-// read probe run just before it.
-TEST(Cli, BenchSetsEachGenerationRepetitionAgainstTheProbeBeforeIt) {
+// The machine's bandwidth drifts over a run, so each generation repetition is set against the
+// read probes run just before and after it.
+TEST(Cli, BenchSetsEachGenerationRepetitionAgainstTheProbesAroundIt) {
   const auto r = run_cli({"bench", "-m", model_dir(), "--device", "cpu", "-p", "0", "-n", "4", "-t",
                           "1", "-r", "2", "-o", "json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;

@@ -64,8 +64,8 @@ struct TestResult {
   Stats tokens_per_s;
   double bytes_per_token;  // for generation; 0 for prompt processing (compute-bound)
   std::vector<double> samples;
-  // CPU generation: the read probe run just before each repetition (GB/s), as the machine's
-  // bandwidth drifts over a run.
+  // CPU generation: per repetition, the mean of the read probes run just before and just after
+  // it (GB/s), as the machine's bandwidth drifts over a run.
   std::vector<double> paired_read_gbps;
 
   // The achieved read rate over the bandwidth measured next to it: per repetition against its
@@ -252,18 +252,24 @@ int bench(BenchArgs args) {
         r.bytes_per_token = static_cast<double>(session.weight_bytes_per_token()) +
                             avg_positions * static_cast<double>(session.kv_bytes_per_position());
         const int32_t first = random_tokens(1)[0];
+        // Read probes run between repetitions; each repetition is set against the two around it.
+        auto probe_now = [&] { return probe->measure(*probe_pool, kPairedProbeSeconds).sustained; };
+        double probe_before = 0;
         for (int rep = -1; rep < args.repetitions; ++rep) {  // rep -1 warms up
-          if (rep >= 0 && probe) {
-            r.paired_read_gbps.push_back(
-                probe->measure(*probe_pool, kPairedProbeSeconds).sustained);
-          }
+          if (rep == 0 && probe) probe_before = probe_now();
           fill_context();
           // Greedy generation: each token is the argmax of the previous step.
           int32_t next = first;
           const auto start = std::chrono::steady_clock::now();
           for (int i = 0; i < n; ++i)
             next = session.feed_greedy(std::span<const int32_t>(&next, 1));
-          if (rep >= 0) r.samples.push_back(n / seconds(start));
+          if (rep < 0) continue;
+          r.samples.push_back(n / seconds(start));
+          if (probe) {
+            const double probe_after = probe_now();
+            r.paired_read_gbps.push_back((probe_before + probe_after) / 2);
+            probe_before = probe_after;
+          }
         }
         r.tokens_per_s = stats(r.samples);
         results.push_back(r);
@@ -351,8 +357,8 @@ int bench(BenchArgs args) {
   }
   if (!cuda && !bandwidth.empty()) {
     std::printf(
-        "of bandwidth: each generation repetition's GB/s over a %.1f s read probe run just "
-        "before it, averaged\n",
+        "of bandwidth: each generation repetition's GB/s over the mean of %.1f s read probes run "
+        "just before and after it, averaged\n",
         kPairedProbeSeconds);
   }
   std::printf(
