@@ -13,7 +13,7 @@
 
 #include "bitnet/error.h"
 #include "bitnet/generate.h"
-#include "runtime/top_candidates.h"
+#include "runtime/logits.h"
 
 namespace bitnet {
 namespace {
@@ -356,6 +356,13 @@ std::vector<int32_t> sorted_candidates(const std::vector<float>& logits, size_t 
   std::partial_sort(ids.begin(), ids.begin() + static_cast<ptrdiff_t>(k), ids.end(), higher);
   ids.resize(k);
   return ids;
+}
+
+TEST(LogSumExp, StaysFiniteForLargeLogits) {
+  EXPECT_DOUBLE_EQ(log_sum_exp(std::vector<float>{0.0f, 0.0f}), std::log(2.0));
+  EXPECT_DOUBLE_EQ(log_sum_exp(std::vector<float>{1000.0f, 1000.0f}), 1000.0 + std::log(2.0));
+  EXPECT_NEAR(log_sum_exp(std::vector<float>{-1000.0f, 0.0f, -1000.0f}), 0.0, 1e-12);
+  EXPECT_EQ(log_sum_exp(std::vector<float>{}), -INFINITY);
 }
 
 TEST(TopCandidates, MatchesASortWithTiesToTheLowerId) {

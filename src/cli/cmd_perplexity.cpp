@@ -11,6 +11,7 @@
 #include "bitnet/error.h"
 #include "bitnet/model_path.h"
 #include "cli/commands.h"
+#include "runtime/logits.h"
 
 namespace bitnet::cli {
 namespace {
@@ -25,15 +26,6 @@ struct PerplexityArgs {
   FormatArgs formats;
   bool quiet = false;
 };
-
-// -log p(target) under the logits' softmax, in double.
-double negative_log_likelihood(std::span<const float> logits, int32_t target) {
-  double max_logit = logits[0];
-  for (float l : logits) max_logit = std::max(max_logit, static_cast<double>(l));
-  double total = 0;
-  for (float l : logits) total += std::exp(static_cast<double>(l) - max_logit);
-  return max_logit + std::log(total) - static_cast<double>(logits[static_cast<size_t>(target)]);
-}
 
 int perplexity(const PerplexityArgs& args) {
   std::ifstream in(args.file, std::ios::binary);
@@ -86,8 +78,10 @@ int perplexity(const PerplexityArgs& args) {
     session.rewind(0);
     const std::span<const float> logits = session.feed_scoring(chunk, first);
     for (size_t t = static_cast<size_t>(first); t + 1 < chunk.size(); ++t) {
-      const double nll = negative_log_likelihood(
-          logits.subspan((t - static_cast<size_t>(first)) * vocab, vocab), chunk[t + 1]);
+      const std::span<const float> row =
+          logits.subspan((t - static_cast<size_t>(first)) * vocab, vocab);
+      const double nll =
+          log_sum_exp(row) - static_cast<double>(row[static_cast<size_t>(chunk[t + 1])]);
       sum += nll;
       sum_squares += nll * nll;
       ++count;

@@ -12,7 +12,7 @@
 #include "bitnet/error.h"
 #include "model/forward_cpu.h"
 #include "model/kv_cache.h"
-#include "runtime/top_candidates.h"
+#include "runtime/logits.h"
 
 namespace bitnet {
 namespace {
@@ -26,10 +26,7 @@ double seconds_between(Clock::time_point from, Clock::time_point to) {
 // id's log-softmax over the logits, and the `alternatives` most likely ids' (ties to the lower id).
 TokenLogprob token_logprob(std::span<const float> logits, int32_t id, int alternatives,
                            std::vector<int32_t>& scratch) {
-  const float max_logit = *std::max_element(logits.begin(), logits.end());
-  double total = 0;
-  for (float l : logits) total += std::exp(static_cast<double>(l - max_logit));
-  const double log_total = static_cast<double>(max_logit) + std::log(total);
+  const double log_total = log_sum_exp(logits);
   auto logprob = [&](int32_t i) {
     return static_cast<float>(static_cast<double>(logits[static_cast<size_t>(i)]) - log_total);
   };

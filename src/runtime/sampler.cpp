@@ -10,7 +10,7 @@
 #include "base/cpu_features.h"
 #include "bitnet/error.h"
 #include "bitnet/generate.h"
-#include "runtime/top_candidates.h"
+#include "runtime/logits.h"
 
 namespace bitnet {
 
@@ -120,6 +120,14 @@ void top_candidates(std::span<const float> logits, size_t k, std::vector<int32_t
   std::sort(keys.begin(), keys.end(), std::greater<>());
   ids.resize(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) ids[i] = id_of(keys[i]);
+}
+
+double log_sum_exp(std::span<const float> logits) {
+  if (logits.empty()) return -INFINITY;
+  const double max_logit = *std::max_element(logits.begin(), logits.end());
+  double total = 0;
+  for (float l : logits) total += std::exp(static_cast<double>(l) - max_logit);
+  return max_logit + std::log(total);
 }
 
 int32_t argmax(std::span<const float> logits) {
