@@ -209,6 +209,8 @@ TEST_F(ServerHttpTest, BadRequestsGetOpenAIErrorObjects) {
        "logit_bias", "invalid_type"},
       {"logit_bias key not an id", "/v1/completions", R"({"prompt": "x", "logit_bias": {"a": 1}})",
        400, "logit_bias", "invalid_value"},
+      {"logit_bias key with a leading zero", "/v1/completions",
+       R"({"prompt": "x", "logit_bias": {"05": 1}})", 400, "logit_bias", "invalid_value"},
       {"logit_bias over 100", "/v1/completions", R"({"prompt": "x", "logit_bias": {"5": 101}})",
        400, "logit_bias", "invalid_value"},
       {"tools", "/v1/chat/completions",

@@ -153,7 +153,9 @@ std::vector<std::pair<int32_t, float>> parse_logit_bias(const json& body) {
   for (const auto& [key, value] : bias->items()) {
     int32_t id = -1;
     const auto [end, error] = std::from_chars(key.data(), key.data() + key.size(), id);
-    if (error != std::errc() || end != key.data() + key.size() || id < 0)
+    // Canonical decimal only, so that "5" and "05" cannot bias one token twice.
+    if (error != std::errc() || end != key.data() + key.size() || id < 0 ||
+        key != std::to_string(id))
       invalid_value("logit_bias", "keys must be token ids, got '" + key + "'");
     if (!value.is_number()) invalid_type("logit_bias", "an object of token ids to numbers");
     const double b = value.get<double>();
