@@ -76,7 +76,9 @@ int perplexity(const PerplexityArgs& args) {
     chunk.insert(chunk.end(), ids.begin() + static_cast<ptrdiff_t>(i * per_chunk),
                  ids.begin() + static_cast<ptrdiff_t>((i + 1) * per_chunk));
     session.rewind(0);
-    const std::span<const float> logits = session.feed_scoring(chunk, first);
+    // The last token is only predicted: it need not run.
+    const std::span<const float> logits =
+        session.feed_scoring(std::span(chunk).first(chunk.size() - 1), first);
     for (size_t t = static_cast<size_t>(first); t + 1 < chunk.size(); ++t) {
       const std::span<const float> row =
           logits.subspan((t - static_cast<size_t>(first)) * vocab, vocab);

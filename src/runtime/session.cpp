@@ -163,12 +163,11 @@ void Session::run(std::span<const int32_t> tokens, int32_t* greedy_id, int score
     rows.clear();
     float* out = state_->logits.data();
     if (scored_from >= 0) {
-      for (size_t i = begin; i < begin + count; ++i)
-        if (i >= static_cast<size_t>(scored_from)) rows.push_back(static_cast<int32_t>(i - begin));
+      const size_t from = std::max(begin, static_cast<size_t>(scored_from));
+      for (size_t i = from; i < begin + count; ++i) rows.push_back(static_cast<int32_t>(i - begin));
       if (!rows.empty()) {
         out = state_->scoring_logits.data() +
-              (begin + static_cast<size_t>(rows[0]) - static_cast<size_t>(scored_from)) *
-                  static_cast<size_t>(c.vocab_size);
+              (from - static_cast<size_t>(scored_from)) * static_cast<size_t>(c.vocab_size);
       }
     } else if (final_chunk) {
       rows.push_back(last);

@@ -26,10 +26,6 @@ ApiError overloaded(const std::string& message) {
 // How long the HTTP thread waits for new text before checking the connection again.
 constexpr std::chrono::milliseconds kPollInterval{100};
 
-TokenUsage usage_of(const RequestStream::Update& finished) {
-  return {finished.prompt_tokens, finished.cached_prompt_tokens, finished.generated_tokens};
-}
-
 }  // namespace
 
 void Server::handle_completion(Endpoint endpoint, const httplib::Request& req,
@@ -104,9 +100,7 @@ void Server::handle_completion(Endpoint endpoint, const httplib::Request& req,
     if (!result.error.empty()) throw ApiError(500, result.error, "server_error");
     const json logprobs =
         request.logprobs >= 0 ? logprobs_json(endpoint, result.logprobs, *tokenizer_) : nullptr;
-    res.set_content(dump_json(completion_body(ids, result.text, result.finish_reason,
-                                              usage_of(result), logprobs)),
-                    "application/json");
+    res.set_content(dump_json(completion_body(ids, result, logprobs)), "application/json");
   } catch (const ApiError& e) {
     send_error(res, e);
   } catch (const Error& e) {  // the engine's own validation
@@ -156,7 +150,7 @@ void Server::stream_response(std::shared_ptr<RequestStream> stream, const Respon
             out += sse_event(stream_chunk(ids, "", false, update.finish_reason, include_usage,
                                           state->held.empty() ? json(nullptr) : take_logprobs()));
             if (include_usage) {
-              out += sse_event(stream_usage_chunk(ids, usage_of(update)));
+              out += sse_event(stream_usage_chunk(ids, update));
             }
           }
           out += "data: [DONE]\n\n";

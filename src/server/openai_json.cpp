@@ -309,11 +309,11 @@ const char* finish_reason_name(FinishReason reason) {
   return reason == FinishReason::stop ? "stop" : "length";
 }
 
-json usage_json(const TokenUsage& usage) {
-  return {{"prompt_tokens", usage.prompt},
-          {"completion_tokens", usage.completion},
-          {"total_tokens", usage.prompt + usage.completion},
-          {"prompt_tokens_details", {{"cached_tokens", usage.cached_prompt}}}};
+static json usage_json(const RequestStream::Update& finished) {
+  return {{"prompt_tokens", finished.prompt_tokens},
+          {"completion_tokens", finished.generated_tokens},
+          {"total_tokens", finished.prompt_tokens + finished.generated_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", finished.cached_prompt_tokens}}}};
 }
 
 static json envelope(const ResponseIds& ids, const char* object) {
@@ -355,19 +355,20 @@ json logprobs_json(Endpoint endpoint, std::span<const TokenLogprob> tokens,
       {"tokens", token_texts}, {"token_logprobs", token_logprobs}, {"top_logprobs", top_logprobs}};
 }
 
-json completion_body(const ResponseIds& ids, const std::string& text, FinishReason reason,
-                     const TokenUsage& usage, const json& logprobs) {
+json completion_body(const ResponseIds& ids, const RequestStream::Update& finished,
+                     const json& logprobs) {
   const bool chat = ids.endpoint == Endpoint::chat;
-  json choice = {
-      {"index", 0}, {"logprobs", logprobs}, {"finish_reason", finish_reason_name(reason)}};
+  json choice = {{"index", 0},
+                 {"logprobs", logprobs},
+                 {"finish_reason", finish_reason_name(finished.finish_reason)}};
   if (chat) {
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
+    choice["message"] = {{"role", "assistant"}, {"content", finished.text}};
   } else {
-    choice["text"] = text;
+    choice["text"] = finished.text;
   }
   json out = envelope(ids, chat ? "chat.completion" : "text_completion");
   out["choices"] = json::array({choice});
-  out["usage"] = usage_json(usage);
+  out["usage"] = usage_json(finished);
   return out;
 }
 
@@ -391,11 +392,11 @@ json stream_chunk(const ResponseIds& ids, const std::string& text, bool role_del
   return out;
 }
 
-json stream_usage_chunk(const ResponseIds& ids, const TokenUsage& usage) {
+json stream_usage_chunk(const ResponseIds& ids, const RequestStream::Update& finished) {
   json out =
       envelope(ids, ids.endpoint == Endpoint::chat ? "chat.completion.chunk" : "text_completion");
   out["choices"] = json::array();
-  out["usage"] = usage_json(usage);
+  out["usage"] = usage_json(finished);
   return out;
 }
 

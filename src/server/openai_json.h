@@ -70,25 +70,17 @@ ResponseIds make_response_ids(Endpoint endpoint, const std::string& model);
 
 const char* finish_reason_name(FinishReason reason);
 
-// Token counts of a finished request; cached_prompt of the prompt's were reused from the cache.
-struct TokenUsage {
-  int prompt = 0;
-  int cached_prompt = 0;
-  int completion = 0;
-};
-// OpenAI's usage object, cached_prompt as prompt_tokens_details.cached_tokens.
-nlohmann::json usage_json(const TokenUsage& usage);
-
 // A choice's "logprobs" for these tokens: chat's {"content": [{token, logprob, bytes,
 // top_logprobs}], "refusal": null}, or the completions API's parallel arrays (tokens,
 // token_logprobs, top_logprobs).
 nlohmann::json logprobs_json(Endpoint endpoint, std::span<const TokenLogprob> tokens,
                              const Tokenizer& tokenizer);
 
-// The non-streaming body: chat.completion or text_completion. logprobs: the choice's (null when
-// not asked for).
-nlohmann::json completion_body(const ResponseIds& ids, const std::string& text, FinishReason reason,
-                               const TokenUsage& usage, const nlohmann::json& logprobs = nullptr);
+// The non-streaming body of a finished request: chat.completion or text_completion, its usage
+// with the reused prompt tokens as prompt_tokens_details.cached_tokens. logprobs: the choice's
+// (null when not asked for).
+nlohmann::json completion_body(const ResponseIds& ids, const RequestStream::Update& finished,
+                               const nlohmann::json& logprobs = nullptr);
 
 // One stream event: chat.completion.chunk or text_completion. `role_delta` marks the chat
 // stream's first chunk; with include_usage every chunk carries "usage": null until the last.
@@ -96,7 +88,7 @@ nlohmann::json stream_chunk(const ResponseIds& ids, const std::string& text, boo
                             std::optional<FinishReason> finish, bool include_usage,
                             const nlohmann::json& logprobs = nullptr);
 // The closing usage chunk of stream_options.include_usage: empty choices, filled usage.
-nlohmann::json stream_usage_chunk(const ResponseIds& ids, const TokenUsage& usage);
+nlohmann::json stream_usage_chunk(const ResponseIds& ids, const RequestStream::Update& finished);
 
 // "data: <json>\n\n"
 std::string sse_event(const nlohmann::json& event);
