@@ -92,13 +92,18 @@ TEST(LmHeadKernels, EveryIsaMatchesTheScalarKernelBitForBit) {
         std::vector<float> want(rows), got(rows);
         head.matvec(CpuIsa::scalar, in, want.data(), 0, rows);
         for (CpuIsa isa : host_isas()) {
-          // Odd row ranges exercise the tile remainders.
-          std::fill(got.begin(), got.end(), NAN);
-          head.matvec(isa, in, got.data(), 0, rows / 2);
-          head.matvec(isa, in, got.data(), rows / 2, rows);
-          for (int64_t r = 0; r < rows; ++r) {
-            ASSERT_EQ(got[r], want[r]) << format_name(format) << " " << isa_name(isa) << " rows "
-                                       << rows << " cols " << cols << " row " << r;
+          for (bool stream_prefetch : {true, false}) {
+            const LmHeadKernel kernel = lm_head_kernel(isa, stream_prefetch);
+            const std::span<const LmHeadInput> one(&in, 1);
+            // Odd row ranges exercise the tile remainders.
+            std::fill(got.begin(), got.end(), NAN);
+            kernel(head, one, got.data(), 0, 0, rows / 2);
+            kernel(head, one, got.data(), 0, rows / 2, rows);
+            for (int64_t r = 0; r < rows; ++r) {
+              ASSERT_EQ(got[r], want[r])
+                  << format_name(format) << " " << isa_name(isa) << " prefetch " << stream_prefetch
+                  << " rows " << rows << " cols " << cols << " row " << r;
+            }
           }
         }
       }

@@ -632,7 +632,8 @@ TEST(TernaryKernelSelection, BestKernelPerIsa) {
   EXPECT_EQ(parse_isa("avx512"), CpuIsa::avx512_vnni);
   const CpuFeatures& f = CpuFeatures::host();
   EXPECT_EQ(best_kernel(CpuIsa::avx2) == TernaryKernel::avx_vnni, f.avx_vnni);
-  EXPECT_EQ(best_kernel(CpuIsa::avx512_vnni), TernaryKernel::avx512);
+  EXPECT_EQ(best_kernel(CpuIsa::avx512_vnni),
+            f.stream_prefetch ? TernaryKernel::avx512 : TernaryKernel::avx512_no_prefetch);
   EXPECT_EQ(kernel_available(TernaryKernel::scalar), true);
 }
 

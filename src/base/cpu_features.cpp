@@ -14,6 +14,16 @@ bool cpu_has_avx_vnni() {
   return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 4)) != 0;
 }
 
+// AMD family 19h: Zen 3 and Zen 4 (of which only Zen 4 has AVX-512).
+bool amd_family_19h() {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx)) return false;
+  const bool amd = ebx == 0x68747541 && edx == 0x69746e65 && ecx == 0x444d4163;  // AuthenticAMD
+  if (!amd || !__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+  const unsigned base_family = (eax >> 8) & 0xF, extended_family = (eax >> 20) & 0xFF;
+  return base_family == 0xF && base_family + extended_family == 0x19;
+}
+
 }  // namespace
 
 const CpuFeatures& CpuFeatures::host() {
@@ -25,6 +35,7 @@ const CpuFeatures& CpuFeatures::host() {
     f.avx512_vnni = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                     __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                     __builtin_cpu_supports("avx512vnni");
+    f.stream_prefetch = !amd_family_19h();
     return f;
   }();
   return features;

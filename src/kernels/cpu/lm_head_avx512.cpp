@@ -121,7 +121,7 @@ template <int R, int NT>
 // Fewer than 4 rows x inputs would leave the vpdpwssd waiting on each other's latency, so each
 // keeps C = 4 / (R x NT) accumulators, one per 32 columns in turn, added in int32 at the end
 // (an exact integer sum in any order).
-template <int R, int NT, _mm_hint kHint>
+template <int R, int NT, _mm_hint kHint, bool kPrefetch = true>
 [[gnu::always_inline]] inline void int8_sums(const LmHead& head, const LmHeadInput* in, int64_t r0,
                                              int64_t prefetch_bytes, Int8Sums<R, NT>& sums) {
   constexpr int C = R * NT >= 4 ? 1 : 4 / (R * NT);
@@ -154,11 +154,13 @@ template <int R, int NT, _mm_hint kHint>
   };
   int64_t k = 0;
   for (; k + kStep <= end; k += kStep) {
+    if constexpr (kPrefetch) {
 #pragma GCC unroll 16
-    for (int line = 0; line < kStep; line += 64)
+      for (int line = 0; line < kStep; line += 64)
 #pragma GCC unroll 16
-      for (int i = 0; i < R; ++i)
-        _mm_prefetch(reinterpret_cast<const char*>(codes[i] + k + line + prefetch_bytes), kHint);
+        for (int i = 0; i < R; ++i)
+          _mm_prefetch(reinterpret_cast<const char*>(codes[i] + k + line + prefetch_bytes), kHint);
+    }
 #pragma GCC unroll 4
     for (int part = 0; part < kStep / 32; ++part) multiply(k + 32 * part, part % C);
   }
@@ -184,14 +186,14 @@ void int8_rows(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_st
 // One input, rows one at a time (decode's stream): 8 rows' sums are reduced and stored together,
 // as store_int8_rows does for 4 rows x 2 inputs; one row at a time the reduction and the call
 // took a tenth of the head's time.
-template <_mm_hint kHint>
+template <bool kPrefetch>
 void int8_rows_of_8(const LmHead& head, const LmHeadInput& in, float* y, int64_t r0,
                     int64_t prefetch_bytes) {
   __m512i v[8];
 #pragma GCC unroll 8
   for (int i = 0; i < 8; ++i) {
     Int8Sums<1, 1> sums;
-    int8_sums<1, 1, kHint>(head, &in, r0 + i, prefetch_bytes, sums);
+    int8_sums<1, 1, _MM_HINT_NTA, kPrefetch>(head, &in, r0 + i, prefetch_bytes, sums);
     v[i] = lane_pairs(sums.acc[0][0]);
   }
   const __m256 dots = _mm512_cvtepi64_ps(sum_lanes_of_8(v));
@@ -216,21 +218,23 @@ enum class Pass {
 };
 
 // One input in one pass (decode) reads the rows one at a time, as one sequential stream, with
-// non-temporal prefetches: 4 rows side by side read as 4 streams ran 10-20% slower than a plain
-// read loop over the same head, one row at a time as fast (standalone, 1 and 2 threads).
+// non-temporal prefetches (kPrefetch) or none: 4 rows side by side read as 4 streams ran 10-20%
+// slower than a plain read loop over the same head, one row at a time as fast (standalone, 1 and
+// 2 threads, Zen 5). On Zen 4 the prefetches held that stream to 2/3 of the read loop's rate
+// (CpuFeatures::stream_prefetch).
 //
 // Inputs past the first kMaxInputs take further passes over rows the first pass left in L2; those
 // run bound by compute while memory would idle, so they prefetch the next range of as many rows
 // (the caller's next block of the head) into L2 for the next first pass. 8 inputs, 2 threads:
 // 13.7 -> 12.6 ms per step on average over alternating runs.
-template <int NT>
+template <int NT, bool kPrefetch>
 void int8_pass(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_stride,
                int64_t row_begin, int64_t row_end, Pass pass) {
   constexpr int64_t kStreamPrefetchBytes = 8192;
   if (NT == 1 && pass == Pass::only) {
     int64_t r = row_begin;
     for (; r + 8 <= row_end; r += 8)
-      int8_rows_of_8<_MM_HINT_NTA>(head, *in, y, r, kStreamPrefetchBytes);
+      int8_rows_of_8<kPrefetch>(head, *in, y, r, kStreamPrefetchBytes);
     int8_run<1, NT, _MM_HINT_NTA>(head, in, y, y_stride, r, row_end, kStreamPrefetchBytes);
   } else if (pass != Pass::later) {
     int8_run<kTileRows, NT, _MM_HINT_T0>(head, in, y, y_stride, row_begin, row_end, kPrefetchBytes);
@@ -287,10 +291,9 @@ void run_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t row_b
 
 constexpr int kMaxInputs = 4;  // R x NT = 16 accumulators
 
-}  // namespace
-
-void lm_head_matvec_avx512(const LmHead& head, std::span<const LmHeadInput> ins, float* y,
-                           int64_t y_stride, int64_t row_begin, int64_t row_end) {
+template <bool kPrefetch>
+void matvec(const LmHead& head, std::span<const LmHeadInput> ins, float* y, int64_t y_stride,
+            int64_t row_begin, int64_t row_end) {
   for (size_t n0 = 0; n0 < ins.size(); n0 += kMaxInputs) {
     const LmHeadInput* in = ins.data() + n0;
     float* out = y + static_cast<int64_t>(n0) * y_stride;
@@ -298,10 +301,10 @@ void lm_head_matvec_avx512(const LmHead& head, std::span<const LmHeadInput> ins,
     const Pass pass = n0 > 0 ? Pass::later : ins.size() > kMaxInputs ? Pass::first : Pass::only;
     switch (head.format) {
       case LmHeadFormat::int8:
-        if (n == 4) int8_pass<4>(head, in, out, y_stride, row_begin, row_end, pass);
-        if (n == 3) int8_pass<3>(head, in, out, y_stride, row_begin, row_end, pass);
-        if (n == 2) int8_pass<2>(head, in, out, y_stride, row_begin, row_end, pass);
-        if (n == 1) int8_pass<1>(head, in, out, y_stride, row_begin, row_end, pass);
+        if (n == 4) int8_pass<4, kPrefetch>(head, in, out, y_stride, row_begin, row_end, pass);
+        if (n == 3) int8_pass<3, kPrefetch>(head, in, out, y_stride, row_begin, row_end, pass);
+        if (n == 2) int8_pass<2, kPrefetch>(head, in, out, y_stride, row_begin, row_end, pass);
+        if (n == 1) int8_pass<1, kPrefetch>(head, in, out, y_stride, row_begin, row_end, pass);
         break;
       case LmHeadFormat::bf16:
         for (int i = 0; i < n; ++i)
@@ -313,6 +316,19 @@ void lm_head_matvec_avx512(const LmHead& head, std::span<const LmHeadInput> ins,
         break;
     }
   }
+}
+
+}  // namespace
+
+void lm_head_matvec_avx512(const LmHead& head, std::span<const LmHeadInput> ins, float* y,
+                           int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  matvec<true>(head, ins, y, y_stride, row_begin, row_end);
+}
+
+void lm_head_matvec_avx512_no_prefetch(const LmHead& head, std::span<const LmHeadInput> ins,
+                                       float* y, int64_t y_stride, int64_t row_begin,
+                                       int64_t row_end) {
+  matvec<false>(head, ins, y, y_stride, row_begin, row_end);
 }
 
 }  // namespace bitnet

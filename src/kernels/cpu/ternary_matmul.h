@@ -49,17 +49,20 @@ void ternary_matmul_scalar(const TernaryMatrix& w, const QuantizedActs& acts, in
 // Every implementation; several may serve one CpuIsa (the best available one is used).
 enum class TernaryKernel {
   scalar,
-  avx2,      // vpmaddubsw + vpmaddwd
-  avx_vnni,  // AVX2 with VEX vpdpbusd
-  avx512,    // AVX-512 VNNI
+  avx2,                // vpmaddubsw + vpmaddwd
+  avx_vnni,            // AVX2 with VEX vpdpbusd
+  avx512,              // AVX-512 VNNI
+  avx512_no_prefetch,  // the same, its GEMV without software prefetches (CpuFeatures)
 };
 inline constexpr TernaryKernel kAllTernaryKernels[] = {
-    TernaryKernel::scalar, TernaryKernel::avx2, TernaryKernel::avx_vnni, TernaryKernel::avx512};
+    TernaryKernel::scalar, TernaryKernel::avx2, TernaryKernel::avx_vnni, TernaryKernel::avx512,
+    TernaryKernel::avx512_no_prefetch};
 
 const char* kernel_name(TernaryKernel kernel);
 bool kernel_available(TernaryKernel kernel);  // on this CPU
 TernaryMatmulFn ternary_matmul_kernel(TernaryKernel kernel);
-// The fastest implementation of isa available on this CPU.
+// The fastest implementation of isa available on this CPU (for AVX-512, the one that
+// CpuFeatures::stream_prefetch names).
 TernaryKernel best_kernel(CpuIsa isa);
 TernaryMatmulFn ternary_matmul_kernel(CpuIsa isa);
 

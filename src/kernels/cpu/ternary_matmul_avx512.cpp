@@ -7,7 +7,9 @@
 // with codes unsigned and activations signed, and subtract sum(q).
 //
 // GEMV (decode, 1-3 tokens): memory bound. t5 needs no digit decoding (T5Carry); i2 codes are a
-// shift and a mask. Each group is read front to back, one prefetched stream.
+// shift and masks (I2Gemv). Each group is read front to back, one stream, prefetched in software
+// or not (ternary_matmul_avx512_no_prefetch, for CPUs whose hardware prefetchers do better:
+// CpuFeatures::stream_prefetch).
 //
 // GEMM (prefill and batched decode, >= 4 tokens): compute bound. Up to 12 tokens (batched decode)
 // 2-4 groups are streamed together: each vector is decoded one plane at a time and multiplied
@@ -33,7 +35,8 @@ constexpr int64_t kPrefetchBytes = 16384;
 // The GEMV reads each weight once, so it prefetches non-temporally (into L1, not kept in the
 // outer caches) and nearer: t5 GEMVs of the 2B-4T shapes on 2 threads read 10-35% faster than
 // with kPrefetchBytes into L1 and L2 in 11 of 12 alternating Google Benchmark runs (1 thread:
-// about equal).
+// about equal). Those figures are AMD Zen 5's; on Zen 4 the same GEMVs ran faster with no software
+// prefetch at all (see CpuFeatures::stream_prefetch).
 constexpr int64_t kGemvPrefetchBytes = 8192;
 
 inline __m512i broadcast_dword(const int8_t* q) {
@@ -98,31 +101,6 @@ template <class D>
   for (int i = 0; i < D::kPlanes; ++i) codes[i] = D::plane(bytes, i);
 }
 
-// GEMV policy for any decoder: codes of each plane times that plane's broadcast activations,
-// alternating between the two accumulators so consecutive vpdpbusd never wait on each other.
-template <class D>
-struct CodesGemv {
-  static constexpr int64_t kBlock = D::kBlock;
-  static constexpr int64_t kMaxCols = INT64_MAX;
-  // q: token 0's activations for this vector (block start + 4m).
-  template <int NT>
-  static void accumulate(__m512i bytes, const int8_t* q, int64_t q_stride, __m512i acc[NT][2]) {
-    __m512i codes[D::kPlanes];
-    decode<D>(bytes, codes);
-#pragma GCC unroll 16
-    for (int i = 0; i < D::kPlanes; ++i) {
-#pragma GCC unroll 16
-      for (int n = 0; n < NT; ++n) {
-        acc[n][i % 2] = _mm512_dpbusd_epi32(acc[n][i % 2], codes[i],
-                                            broadcast_dword(q + n * q_stride + 64 * i));
-      }
-    }
-  }
-  static __m512i finish(__m512i a, __m512i b) {
-    return _mm512_add_epi32(a, b);
-  }
-};
-
 // t5 GEMV without decoding digits. With x_0 = p and x_{i+1} = 3 x_i mod 256 (two byte adds),
 // digit i is d_i = (3 x_i - x_{i+1}) / 256 exactly, so
 //   sum_i q_i . d_i = (3 * sum_i q_i . x_i - sum_i q_i . x_{i+1}) / 256
@@ -152,9 +130,40 @@ struct T5Carry {
   }
 };
 
+// i2 GEMV with one shift per vector: planes 0 and 2 are the low two bits of the bytes and of the
+// bytes shifted right by 4, planes 1 and 3 the next two bits, left in place (4 x the code). The
+// first accumulator sums planes 0 and 2, the second 4 x planes 1 and 3, so the result is
+// a + b / 4 (b is a multiple of 4). Against a shift and a mask per plane, on 1 thread in cache
+// (AMD Zen 4, 2560 columns): 31 -> 49 GB/s, most of it from loading the vector once (below).
+struct I2Gemv {
+  static constexpr int64_t kBlock = kI2Block;
+  static constexpr int64_t kMaxCols = (int64_t{1} << 31) / (4 * 2 * 128) - 1;
+  template <int NT>
+  static void accumulate(__m512i bytes, const int8_t* q, int64_t q_stride, __m512i acc[NT][2]) {
+    const __m512i low = _mm512_set1_epi8(3), high = _mm512_set1_epi8(12);
+    // One load: otherwise GCC folds the load into three of the five ops, and Zen 4's load ports
+    // (one 64-byte load per cycle) become the limit.
+    __asm__("" : "+v"(bytes));
+    const __m512i shifted = _mm512_srli_epi16(bytes, 4);
+    const __m512i codes[4] = {_mm512_and_si512(bytes, low), _mm512_and_si512(bytes, high),
+                              _mm512_and_si512(shifted, low), _mm512_and_si512(shifted, high)};
+#pragma GCC unroll 16
+    for (int i = 0; i < 4; ++i) {
+#pragma GCC unroll 16
+      for (int n = 0; n < NT; ++n) {
+        acc[n][i % 2] = _mm512_dpbusd_epi32(acc[n][i % 2], codes[i],
+                                            broadcast_dword(q + n * q_stride + 64 * i));
+      }
+    }
+  }
+  static __m512i finish(__m512i a, __m512i b) {
+    return _mm512_add_epi32(a, _mm512_srai_epi32(b, 2));
+  }
+};
+
 // One group for NT tokens. The 16 vectors of a block rotate over U accumulator sets, so that
 // 2 x NT x U independent vpdpbusd chains (latency 4, two per cycle) keep the ports busy.
-template <class G, int NT, int U>
+template <class G, int NT, int U, bool kPrefetch>
 void gemv_group(const TernaryMatrix& w, const QuantizedActs& acts, float* y, int64_t y_stride,
                 int64_t g, __mmask16 lanes) {
   const uint8_t* p = w.group(g);
@@ -168,7 +177,8 @@ void gemv_group(const TernaryMatrix& w, const QuantizedActs& acts, float* y, int
     const int8_t* q = acts.q.data() + b * G::kBlock;
 #pragma GCC unroll 16
     for (int m = 0; m < 16; ++m) {
-      _mm_prefetch(reinterpret_cast<const char*>(p + 64 * m + kGemvPrefetchBytes), _MM_HINT_NTA);
+      if constexpr (kPrefetch)
+        _mm_prefetch(reinterpret_cast<const char*>(p + 64 * m + kGemvPrefetchBytes), _MM_HINT_NTA);
       G::template accumulate<NT>(_mm512_loadu_si512(p + 64 * m), q + 4 * m, acts.stride,
                                  acc[m % U]);
     }
@@ -185,12 +195,12 @@ void gemv_group(const TernaryMatrix& w, const QuantizedActs& acts, float* y, int
   }
 }
 
-template <class G, int NT>
+template <class G, int NT, bool kPrefetch>
 void gemv(const TernaryMatrix& w, const QuantizedActs& acts, float* y, int64_t y_stride,
           int64_t row_begin, int64_t row_end) {
   constexpr int U = NT == 1 ? 4 : 2;
   for (int64_t g = row_begin / kRowGroup; g * kRowGroup < row_end; ++g)
-    gemv_group<G, NT, U>(w, acts, y, y_stride, g, lane_mask(g, row_begin, row_end));
+    gemv_group<G, NT, U, kPrefetch>(w, acts, y, y_stride, g, lane_mask(g, row_begin, row_end));
 }
 
 constexpr int kTileGroups = 2;      // groups of a decoded GEMM tile: 32 rows
@@ -377,7 +387,7 @@ void gemm(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens, f
 }
 
 // G: the GEMV policy; D: the decoder that feeds the GEMM.
-template <class G, class D>
+template <class G, class D, bool kPrefetch>
 void matmul(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens, float* y,
             int64_t y_stride, int64_t row_begin, int64_t row_end) {
   static_assert(kTernaryGemmMinTokens == 4, "GEMV shapes below cover 1 to 3 tokens");
@@ -385,11 +395,11 @@ void matmul(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens,
   if (n_tokens >= kTernaryGemmMinTokens || w.cols > G::kMaxCols) {
     gemm<D>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
   } else if (n_tokens == 3) {
-    gemv<G, 3>(w, acts, y, y_stride, row_begin, row_end);
+    gemv<G, 3, kPrefetch>(w, acts, y, y_stride, row_begin, row_end);
   } else if (n_tokens == 2) {
-    gemv<G, 2>(w, acts, y, y_stride, row_begin, row_end);
+    gemv<G, 2, kPrefetch>(w, acts, y, y_stride, row_begin, row_end);
   } else if (n_tokens == 1) {
-    gemv<G, 1>(w, acts, y, y_stride, row_begin, row_end);
+    gemv<G, 1, kPrefetch>(w, acts, y, y_stride, row_begin, row_end);
   }
 }
 
@@ -427,13 +437,25 @@ void quantize_activation_row_avx512(const float* x, int64_t cols, int8_t* q, flo
   sum = _mm512_reduce_add_epi32(total);
 }
 
+template <bool kPrefetch>
+void matmul_any_format(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens,
+                       float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  if (w.format == TernaryFormat::t5) {
+    matmul<T5Carry, T5Decoder, kPrefetch>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
+  } else {
+    matmul<I2Gemv, I2Decoder, kPrefetch>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
+  }
+}
+
 void ternary_matmul_avx512(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens,
                            float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
-  if (w.format == TernaryFormat::t5) {
-    matmul<T5Carry, T5Decoder>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
-  } else {
-    matmul<CodesGemv<I2Decoder>, I2Decoder>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
-  }
+  matmul_any_format<true>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
+}
+
+void ternary_matmul_avx512_no_prefetch(const TernaryMatrix& w, const QuantizedActs& acts,
+                                       int64_t n_tokens, float* y, int64_t y_stride,
+                                       int64_t row_begin, int64_t row_end) {
+  matmul_any_format<false>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
 }
 
 }  // namespace bitnet
