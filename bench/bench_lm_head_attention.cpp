@@ -3,6 +3,8 @@
 //   lm_head/<format>/threads:<t>   the 128256 x 2560 head times one hidden state; GB/s of the
 //     head's storage (codes + scales). Calls rotate over copies (> 420 MB in all) so the head
 //     comes from DRAM, not from the large shared L3.
+//   lm_head_batch/int8/inputs:<n>/threads:<t>   the int8 head times n hidden states (batched
+//     decode), in 64-row blocks as CpuForward applies it; GMAC/s and GB/s.
 //   attention/<kv type>/ctx:<n>/threads:<t>   one layer of decode attention (20 query heads over
 //     5 KV heads, head_dim 128) at context n; GB/s of KV cache read. Calls rotate over layers of
 //     a cache of > 420 MB.
@@ -91,6 +93,31 @@ void bench_lm_head(benchmark::State& state, LmHeadFormat format) {
       benchmark::Counter::kIsRate);
 }
 
+void bench_lm_head_batch(benchmark::State& state) {
+  const auto& copies = heads(LmHeadFormat::int8);
+  const int64_t n_inputs = state.range(0);
+  ThreadPool& threads = pool(static_cast<int>(state.range(1)));
+  const CpuIsa isa = CpuFeatures::host().best_isa();
+  std::vector<LmHeadInput> ins(n_inputs);
+  std::vector<float> y(n_inputs * kVocab);
+  size_t next = 0;
+  for (auto _ : state) {
+    const LmHead& head = copies[next++ % copies.size()];
+    for (int64_t n = 0; n < n_inputs; ++n)
+      head.prepare(random_floats(kHidden, 10 + static_cast<uint32_t>(n), 1.0f).data(), ins[n]);
+    threads.parallel_for_blocks(kVocab, 1024, [&](int64_t begin, int64_t end) {
+      for (int64_t block = begin; block < end; block += 64)
+        head.matvec(isa, ins, y.data(), kVocab, block, std::min(end, block + 64));
+    });
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double calls = static_cast<double>(state.iterations());
+  state.counters["GMAC/s"] = benchmark::Counter(
+      static_cast<double>(kVocab * kHidden * n_inputs) * calls / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(copies[0].bytes()) * calls / 1e9,
+                                              benchmark::Counter::kIsRate);
+}
+
 // A cache of n_pos positions over enough layers to exceed kRotationBytes, filled with random
 // keys and values (a few distinct vectors, cycled).
 struct RotatingCache {
@@ -168,6 +195,11 @@ BENCHMARK_CAPTURE(bench_lm_head, q4, LmHeadFormat::q4)
     ->ArgName("threads")
     ->Arg(1)
     ->Arg(2)
+    ->UseRealTime();
+BENCHMARK(bench_lm_head_batch)
+    ->Name("lm_head_batch/int8")
+    ->ArgNames({"inputs", "threads"})
+    ->ArgsProduct({{2, 4, 8}, {1, 2}})
     ->UseRealTime();
 BENCHMARK_CAPTURE(bench_attention, f32, KvCacheType::f32)
     ->Name("attention/f32")

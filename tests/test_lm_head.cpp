@@ -92,8 +92,8 @@ TEST(LmHeadKernels, EveryIsaMatchesTheScalarKernelBitForBit) {
         std::vector<float> want(rows), got(rows);
         head.matvec(CpuIsa::scalar, in, want.data(), 0, rows);
         for (CpuIsa isa : host_isas()) {
-          for (bool stream_prefetch : {true, false}) {
-            const LmHeadKernel kernel = lm_head_kernel(isa, stream_prefetch);
+          for (bool amd_zen4 : {false, true}) {
+            const LmHeadKernel kernel = lm_head_kernel(isa, amd_zen4);
             const std::span<const LmHeadInput> one(&in, 1);
             // Odd row ranges exercise the tile remainders.
             std::fill(got.begin(), got.end(), NAN);
@@ -101,8 +101,8 @@ TEST(LmHeadKernels, EveryIsaMatchesTheScalarKernelBitForBit) {
             kernel(head, one, got.data(), 0, rows / 2, rows);
             for (int64_t r = 0; r < rows; ++r) {
               ASSERT_EQ(got[r], want[r])
-                  << format_name(format) << " " << isa_name(isa) << " prefetch " << stream_prefetch
-                  << " rows " << rows << " cols " << cols << " row " << r;
+                  << format_name(format) << " " << isa_name(isa) << " zen4 " << amd_zen4 << " rows "
+                  << rows << " cols " << cols << " row " << r;
             }
           }
         }
@@ -112,7 +112,7 @@ TEST(LmHeadKernels, EveryIsaMatchesTheScalarKernelBitForBit) {
 }
 
 // Batched decode: several inputs in one call give each input's own result, for any count
-// (the int8 kernels take them four at a time) and odd row ranges.
+// (the int8 kernels take them four at a time), odd row ranges and both variants.
 TEST(LmHeadKernels, SeveralInputsEqualOneAtATime) {
   std::mt19937 rng(11);
   const int64_t rows = 67, cols = 2561;
@@ -123,18 +123,21 @@ TEST(LmHeadKernels, SeveralInputsEqualOneAtATime) {
     for (int n = 0; n < 9; ++n)
       ins.push_back(prepared(head, random_floats(static_cast<size_t>(cols), rng, 1.0f)));
     for (CpuIsa isa : host_isas()) {
-      for (size_t n : {1, 2, 3, 4, 5, 8, 9}) {
-        const int64_t stride = rows + 3;
-        std::vector<float> together(n * stride, NAN), alone(rows);
-        const std::span<const LmHeadInput> some(ins.data(), n);
-        head.matvec(isa, some, together.data(), stride, 0, 5);
-        head.matvec(isa, some, together.data(), stride, 5, rows);
-        for (size_t i = 0; i < n; ++i) {
-          head.matvec(CpuIsa::scalar, ins[i], alone.data(), 0, rows);
-          for (int64_t r = 0; r < rows; ++r)
-            ASSERT_EQ(together[i * stride + r], alone[r])
-                << format_name(format) << " " << isa_name(isa) << " inputs " << n << " input " << i
-                << " row " << r;
+      for (bool amd_zen4 : {false, true}) {
+        const LmHeadKernel kernel = lm_head_kernel(isa, amd_zen4);
+        for (size_t n : {1, 2, 3, 4, 5, 8, 9}) {
+          const int64_t stride = rows + 3;
+          std::vector<float> together(n * stride, NAN), alone(rows);
+          const std::span<const LmHeadInput> some(ins.data(), n);
+          kernel(head, some, together.data(), stride, 0, 5);
+          kernel(head, some, together.data(), stride, 5, rows);
+          for (size_t i = 0; i < n; ++i) {
+            head.matvec(CpuIsa::scalar, ins[i], alone.data(), 0, rows);
+            for (int64_t r = 0; r < rows; ++r)
+              ASSERT_EQ(together[i * stride + r], alone[r])
+                  << format_name(format) << " " << isa_name(isa) << " zen4 " << amd_zen4
+                  << " inputs " << n << " input " << i << " row " << r;
+          }
         }
       }
     }

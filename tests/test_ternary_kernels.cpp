@@ -633,7 +633,7 @@ TEST(TernaryKernelSelection, BestKernelPerIsa) {
   const CpuFeatures& f = CpuFeatures::host();
   EXPECT_EQ(best_kernel(CpuIsa::avx2) == TernaryKernel::avx_vnni, f.avx_vnni);
   EXPECT_EQ(best_kernel(CpuIsa::avx512_vnni),
-            f.stream_prefetch ? TernaryKernel::avx512 : TernaryKernel::avx512_no_prefetch);
+            f.amd_zen4 ? TernaryKernel::avx512_zen4 : TernaryKernel::avx512);
   EXPECT_EQ(kernel_available(TernaryKernel::scalar), true);
 }
 

@@ -35,7 +35,7 @@ const CpuFeatures& CpuFeatures::host() {
     f.avx512_vnni = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                     __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                     __builtin_cpu_supports("avx512vnni");
-    f.stream_prefetch = !amd_family_19h();
+    f.amd_zen4 = amd_family_19h();
     return f;
   }();
   return features;

@@ -11,12 +11,13 @@ struct CpuFeatures {
   bool avx2 = false;         // with FMA and F16C
   bool avx_vnni = false;     // VEX-encoded vpdpbusd on ymm
   bool avx512_vnni = false;  // with F, BW, VL, DQ
-  // Whether the AVX-512 streaming kernels (decode's ternary GEMV, the lm_head's single pass)
-  // prefetch their weights in software. They do, except on AMD family 19h (Zen 4), whose hardware
-  // prefetchers alone stream faster: there, from DRAM on 1 thread, a 13824 x 2560 i2 GEMV read
-  // 34.0 GB/s without and 20.8 with, the t5 one 21.3 and 16.6, the int8 lm_head 32.4 and 20.6
-  // (the plain read loop: 33). On Zen 5 the prefetches gain 16% (ternary_matmul_avx512.cpp).
-  bool stream_prefetch = true;
+  // AMD family 19h (Zen 4), which runs AVX-512 on 256-bit units; the AVX-512 kernels have a
+  // variant tuned for it (TernaryKernel::avx512_zen4, lm_head_kernel). Its hardware prefetchers
+  // alone stream faster than with software prefetches: from DRAM on 1 thread, a 13824 x 2560 i2
+  // GEMV read 34.0 GB/s without and 20.8 with, the t5 one 21.3 and 16.6, the int8 lm_head 32.4 and
+  // 20.6 (the plain read loop: 33), where on Zen 5 the prefetches gain 16%. Its vpdpbusd runs at
+  // half Zen 5's rate, which moves the ternary GEMM's start to 3 tokens.
+  bool amd_zen4 = false;
 
   static const CpuFeatures& host();
   CpuIsa best_isa() const;

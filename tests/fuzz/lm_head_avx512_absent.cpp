@@ -14,9 +14,9 @@ void lm_head_matvec_avx512(const LmHead&, std::span<const LmHeadInput>, float*, 
   std::abort();
 }
 
-void lm_head_matvec_avx512_no_prefetch(const LmHead&, std::span<const LmHeadInput>, float*, int64_t,
-                                       int64_t, int64_t) {
-  std::fputs("lm_head_matvec_avx512_no_prefetch is not built into the fuzz targets\n", stderr);
+void lm_head_matvec_avx512_zen4(const LmHead&, std::span<const LmHeadInput>, float*, int64_t,
+                                int64_t, int64_t) {
+  std::fputs("lm_head_matvec_avx512_zen4 is not built into the fuzz targets\n", stderr);
   std::abort();
 }
 

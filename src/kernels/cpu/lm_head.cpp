@@ -174,13 +174,13 @@ void lm_head_matvec_avx2(const LmHead&, std::span<const LmHeadInput>, float*, in
                          int64_t);
 void lm_head_matvec_avx512(const LmHead&, std::span<const LmHeadInput>, float*, int64_t, int64_t,
                            int64_t);
-void lm_head_matvec_avx512_no_prefetch(const LmHead&, std::span<const LmHeadInput>, float*, int64_t,
-                                       int64_t, int64_t);
+void lm_head_matvec_avx512_zen4(const LmHead&, std::span<const LmHeadInput>, float*, int64_t,
+                                int64_t, int64_t);
 
-LmHeadKernel lm_head_kernel(CpuIsa isa, bool stream_prefetch) {
+LmHeadKernel lm_head_kernel(CpuIsa isa, bool amd_zen4) {
   switch (isa) {
     case CpuIsa::avx512_vnni:
-      return stream_prefetch ? lm_head_matvec_avx512 : lm_head_matvec_avx512_no_prefetch;
+      return amd_zen4 ? lm_head_matvec_avx512_zen4 : lm_head_matvec_avx512;
     case CpuIsa::avx2:
       return lm_head_matvec_avx2;
     case CpuIsa::scalar:

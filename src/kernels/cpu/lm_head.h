@@ -98,8 +98,8 @@ using LmHeadKernel = void (*)(const LmHead& head, std::span<const LmHeadInput> i
 
 void lm_head_matvec_scalar(const LmHead& head, std::span<const LmHeadInput> ins, float* y,
                            int64_t y_stride, int64_t row_begin, int64_t row_end);
-// The kernel of isa; stream_prefetch picks whether decode's single pass over the head prefetches
-// in software (CpuFeatures::stream_prefetch; results are the same either way).
-LmHeadKernel lm_head_kernel(CpuIsa isa, bool stream_prefetch = CpuFeatures::host().stream_prefetch);
+// The kernel of isa, for AMD Zen 4 or for other CPUs (CpuFeatures::amd_zen4). They differ in how
+// they prefetch (lm_head_avx512.cpp); results are the same.
+LmHeadKernel lm_head_kernel(CpuIsa isa, bool amd_zen4 = CpuFeatures::host().amd_zen4);
 
 }  // namespace bitnet

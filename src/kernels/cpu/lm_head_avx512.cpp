@@ -218,26 +218,32 @@ enum class Pass {
 };
 
 // One input in one pass (decode) reads the rows one at a time, as one sequential stream, with
-// non-temporal prefetches (kPrefetch) or none: 4 rows side by side read as 4 streams ran 10-20%
+// non-temporal prefetches (kL1Prefetch) or none: 4 rows side by side read as 4 streams ran 10-20%
 // slower than a plain read loop over the same head, one row at a time as fast (standalone, 1 and
 // 2 threads, Zen 5). On Zen 4 the prefetches held that stream to 2/3 of the read loop's rate
-// (CpuFeatures::stream_prefetch).
+// (CpuFeatures::amd_zen4), so its kernel (kL1Prefetch false) leaves it to the hardware.
+//
+// Several inputs take 4 rows side by side, 4 short streams that the hardware prefetchers follow
+// poorly, so they prefetch 16 KB ahead: into L1 (kL1Prefetch, as measured on Zen 5) or into L2.
+// On Zen 4, from DRAM, 2 and 4 inputs read 12-13 GB/s into L1 and 23-25 GB/s into L2 on 1 thread,
+// 23-25 and 31-47 on 2 (lm_head_batch/int8); 8 inputs, bound by compute, alike.
 //
 // Inputs past the first kMaxInputs take further passes over rows the first pass left in L2; those
 // run bound by compute while memory would idle, so they prefetch the next range of as many rows
 // (the caller's next block of the head) into L2 for the next first pass. 8 inputs, 2 threads:
 // 13.7 -> 12.6 ms per step on average over alternating runs.
-template <int NT, bool kPrefetch>
+template <int NT, bool kL1Prefetch>
 void int8_pass(const LmHead& head, const LmHeadInput* in, float* y, int64_t y_stride,
                int64_t row_begin, int64_t row_end, Pass pass) {
   constexpr int64_t kStreamPrefetchBytes = 8192;
   if (NT == 1 && pass == Pass::only) {
     int64_t r = row_begin;
     for (; r + 8 <= row_end; r += 8)
-      int8_rows_of_8<kPrefetch>(head, *in, y, r, kStreamPrefetchBytes);
+      int8_rows_of_8<kL1Prefetch>(head, *in, y, r, kStreamPrefetchBytes);
     int8_run<1, NT, _MM_HINT_NTA>(head, in, y, y_stride, r, row_end, kStreamPrefetchBytes);
   } else if (pass != Pass::later) {
-    int8_run<kTileRows, NT, _MM_HINT_T0>(head, in, y, y_stride, row_begin, row_end, kPrefetchBytes);
+    constexpr _mm_hint kHint = kL1Prefetch ? _MM_HINT_T0 : _MM_HINT_T1;
+    int8_run<kTileRows, NT, kHint>(head, in, y, y_stride, row_begin, row_end, kPrefetchBytes);
   } else {
     const int64_t range_bytes = (row_end - row_begin) * head.row_bytes();
     int8_run<kTileRows, NT, _MM_HINT_T1>(head, in, y, y_stride, row_begin, row_end, range_bytes);
@@ -291,7 +297,7 @@ void run_rows(const LmHead& head, const LmHeadInput& in, float* y, int64_t row_b
 
 constexpr int kMaxInputs = 4;  // R x NT = 16 accumulators
 
-template <bool kPrefetch>
+template <bool kL1Prefetch>
 void matvec(const LmHead& head, std::span<const LmHeadInput> ins, float* y, int64_t y_stride,
             int64_t row_begin, int64_t row_end) {
   for (size_t n0 = 0; n0 < ins.size(); n0 += kMaxInputs) {
@@ -301,10 +307,10 @@ void matvec(const LmHead& head, std::span<const LmHeadInput> ins, float* y, int6
     const Pass pass = n0 > 0 ? Pass::later : ins.size() > kMaxInputs ? Pass::first : Pass::only;
     switch (head.format) {
       case LmHeadFormat::int8:
-        if (n == 4) int8_pass<4, kPrefetch>(head, in, out, y_stride, row_begin, row_end, pass);
-        if (n == 3) int8_pass<3, kPrefetch>(head, in, out, y_stride, row_begin, row_end, pass);
-        if (n == 2) int8_pass<2, kPrefetch>(head, in, out, y_stride, row_begin, row_end, pass);
-        if (n == 1) int8_pass<1, kPrefetch>(head, in, out, y_stride, row_begin, row_end, pass);
+        if (n == 4) int8_pass<4, kL1Prefetch>(head, in, out, y_stride, row_begin, row_end, pass);
+        if (n == 3) int8_pass<3, kL1Prefetch>(head, in, out, y_stride, row_begin, row_end, pass);
+        if (n == 2) int8_pass<2, kL1Prefetch>(head, in, out, y_stride, row_begin, row_end, pass);
+        if (n == 1) int8_pass<1, kL1Prefetch>(head, in, out, y_stride, row_begin, row_end, pass);
         break;
       case LmHeadFormat::bf16:
         for (int i = 0; i < n; ++i)
@@ -325,9 +331,8 @@ void lm_head_matvec_avx512(const LmHead& head, std::span<const LmHeadInput> ins,
   matvec<true>(head, ins, y, y_stride, row_begin, row_end);
 }
 
-void lm_head_matvec_avx512_no_prefetch(const LmHead& head, std::span<const LmHeadInput> ins,
-                                       float* y, int64_t y_stride, int64_t row_begin,
-                                       int64_t row_end) {
+void lm_head_matvec_avx512_zen4(const LmHead& head, std::span<const LmHeadInput> ins, float* y,
+                                int64_t y_stride, int64_t row_begin, int64_t row_end) {
   matvec<false>(head, ins, y, y_stride, row_begin, row_end);
 }
 

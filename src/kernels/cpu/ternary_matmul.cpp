@@ -105,8 +105,8 @@ void ternary_matmul_avx_vnni(const TernaryMatrix&, const QuantizedActs&, int64_t
                              int64_t, int64_t);
 void ternary_matmul_avx512(const TernaryMatrix&, const QuantizedActs&, int64_t, float*, int64_t,
                            int64_t, int64_t);
-void ternary_matmul_avx512_no_prefetch(const TernaryMatrix&, const QuantizedActs&, int64_t, float*,
-                                       int64_t, int64_t, int64_t);
+void ternary_matmul_avx512_zen4(const TernaryMatrix&, const QuantizedActs&, int64_t, float*,
+                                int64_t, int64_t, int64_t);
 
 const char* kernel_name(TernaryKernel kernel) {
   switch (kernel) {
@@ -118,8 +118,8 @@ const char* kernel_name(TernaryKernel kernel) {
       return "avx_vnni";
     case TernaryKernel::avx512:
       return "avx512";
-    case TernaryKernel::avx512_no_prefetch:
-      return "avx512_no_prefetch";
+    case TernaryKernel::avx512_zen4:
+      return "avx512_zen4";
   }
   return "?";
 }
@@ -134,7 +134,7 @@ bool kernel_available(TernaryKernel kernel) {
     case TernaryKernel::avx_vnni:
       return f.avx_vnni;
     case TernaryKernel::avx512:
-    case TernaryKernel::avx512_no_prefetch:
+    case TernaryKernel::avx512_zen4:
       return f.avx512_vnni;
   }
   return false;
@@ -150,8 +150,8 @@ TernaryMatmulFn ternary_matmul_kernel(TernaryKernel kernel) {
       return ternary_matmul_avx_vnni;
     case TernaryKernel::avx512:
       return ternary_matmul_avx512;
-    case TernaryKernel::avx512_no_prefetch:
-      return ternary_matmul_avx512_no_prefetch;
+    case TernaryKernel::avx512_zen4:
+      return ternary_matmul_avx512_zen4;
   }
   return ternary_matmul_scalar;
 }
@@ -159,8 +159,7 @@ TernaryMatmulFn ternary_matmul_kernel(TernaryKernel kernel) {
 TernaryKernel best_kernel(CpuIsa isa) {
   switch (isa) {
     case CpuIsa::avx512_vnni:
-      return CpuFeatures::host().stream_prefetch ? TernaryKernel::avx512
-                                                 : TernaryKernel::avx512_no_prefetch;
+      return CpuFeatures::host().amd_zen4 ? TernaryKernel::avx512_zen4 : TernaryKernel::avx512;
     case CpuIsa::avx2:
       return kernel_available(TernaryKernel::avx_vnni) ? TernaryKernel::avx_vnni
                                                        : TernaryKernel::avx2;

@@ -49,30 +49,22 @@ void ternary_matmul_scalar(const TernaryMatrix& w, const QuantizedActs& acts, in
 // Every implementation; several may serve one CpuIsa (the best available one is used).
 enum class TernaryKernel {
   scalar,
-  avx2,                // vpmaddubsw + vpmaddwd
-  avx_vnni,            // AVX2 with VEX vpdpbusd
-  avx512,              // AVX-512 VNNI
-  avx512_no_prefetch,  // the same, its GEMV without software prefetches (CpuFeatures)
+  avx2,         // vpmaddubsw + vpmaddwd
+  avx_vnni,     // AVX2 with VEX vpdpbusd
+  avx512,       // AVX-512 VNNI
+  avx512_zen4,  // the same tuned for AMD Zen 4 (CpuFeatures::amd_zen4)
 };
 inline constexpr TernaryKernel kAllTernaryKernels[] = {
     TernaryKernel::scalar, TernaryKernel::avx2, TernaryKernel::avx_vnni, TernaryKernel::avx512,
-    TernaryKernel::avx512_no_prefetch};
+    TernaryKernel::avx512_zen4};
 
 const char* kernel_name(TernaryKernel kernel);
 bool kernel_available(TernaryKernel kernel);  // on this CPU
 TernaryMatmulFn ternary_matmul_kernel(TernaryKernel kernel);
 // The fastest implementation of isa available on this CPU (for AVX-512, the one that
-// CpuFeatures::stream_prefetch names).
+// CpuFeatures::amd_zen4 names).
 TernaryKernel best_kernel(CpuIsa isa);
 TernaryMatmulFn ternary_matmul_kernel(CpuIsa isa);
-
-// From this many tokens on, the AVX-512 kernel switches from streaming GEMV to register-tiled
-// GEMM (ternary_matmul_avx512.cpp). The t5 GEMV's carry sums cost two vpdpbusd per plane and
-// token, the GEMM's decoded digits one (plus compares off the multiply ports), while the GEMV
-// reads memory as one non-temporal stream. Whole-model batched decode on 2 threads, alternating
-// runs of each split: 4 sequences a median 6.7% faster with the GEMM (8 pairs, 7 faster),
-// 3 sequences 9.4% slower.
-constexpr int64_t kTernaryGemmMinTokens = 4;
 
 // A per-thread, cache-line aligned scratch buffer of at least `bytes` (grown as needed), where
 // the GEMMs decode a tile of codes once for many tokens.

@@ -6,16 +6,16 @@
 // one row per lane, so no horizontal reduction is ever needed. The kernels compute sum(code * q)
 // with codes unsigned and activations signed, and subtract sum(q).
 //
-// GEMV (decode, 1-3 tokens): memory bound. t5 needs no digit decoding (T5Carry); i2 codes are a
-// shift and masks (I2Gemv). Each group is read front to back, one stream, prefetched in software
-// or not (ternary_matmul_avx512_no_prefetch, for CPUs whose hardware prefetchers do better:
-// CpuFeatures::stream_prefetch).
+// GEMV (decode, 1-3 tokens; 1-2 on AMD Zen 4): memory bound. t5 needs no digit decoding
+// (T5Carry); i2 codes are a shift and masks (I2Gemv). Each group is read front to back, one
+// stream, prefetched in software or, on Zen 4 (ternary_matmul_avx512_zen4), left to the hardware
+// prefetchers, which do better there (CpuFeatures::amd_zen4).
 //
-// GEMM (prefill and batched decode, >= 4 tokens): compute bound. Up to 12 tokens (batched decode)
-// 2-4 groups are streamed together: each vector is decoded one plane at a time and multiplied
-// into T accumulators per group, one per token, against broadcast activations, all in registers.
-// Beyond 12 tokens a 32-row tile is decoded once into an L2-resident buffer and reused for every
-// chunk of 12 tokens.
+// GEMM (prefill and batched decode, from gemm_min_tokens): compute bound. Up to 12 tokens
+// (batched decode) 2-4 groups are streamed together: each vector is decoded one plane at a time and
+// multiplied into T accumulators per group, one per token, against broadcast activations, all in
+// registers. Beyond 12 tokens a 32-row tile is decoded once into an L2-resident buffer and reused
+// for every chunk of 12 tokens.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -36,7 +36,7 @@ constexpr int64_t kPrefetchBytes = 16384;
 // outer caches) and nearer: t5 GEMVs of the 2B-4T shapes on 2 threads read 10-35% faster than
 // with kPrefetchBytes into L1 and L2 in 11 of 12 alternating Google Benchmark runs (1 thread:
 // about equal). Those figures are AMD Zen 5's; on Zen 4 the same GEMVs ran faster with no software
-// prefetch at all (see CpuFeatures::stream_prefetch).
+// prefetch at all (see CpuFeatures::amd_zen4).
 constexpr int64_t kGemvPrefetchBytes = 8192;
 
 inline __m512i broadcast_dword(const int8_t* q) {
@@ -79,17 +79,29 @@ struct I2Decoder {
 };
 
 // t5 digit i of byte p is (3 * x_i) >> 8 with x_0 = p, x_{i+1} = (3 * x_i) mod 256
-// (ternary_layout_t5.h), which is 1 for x_i >= 86 and 2 for x_i >= 171: two compares per plane
-// and two byte adds for the next x, none of them on the multiply ports that vpdpbusd needs.
+// (ternary_layout_t5.h). That is floor(3x/4) >> 6, and floor(3x/4) = x - ceil(ceil(x/2)/2) with
+// two vpavgb against zero: byte averages, subtracts, adds, a shift and a mask, which AMD Zen 4
+// issues beside vpdpbusd. Unsigned compares into mask registers, the obvious decode, share
+// vpdpbusd's port there: 13824 x 2560 for 8 tokens on 1 thread ran at 166 GMAC/s with them and at
+// 228 (the port's peak is about 230) with this.
+constexpr bool three_quarters_give_the_digit() {
+  for (int x = 0; x < 256; ++x) {
+    const int quarter_up = ((x + 1) / 2 + 1) / 2;  // vpavgb(vpavgb(x, 0), 0)
+    if ((x - quarter_up) >> 6 != (3 * x) >> 8) return false;
+  }
+  return true;
+}
+static_assert(three_quarters_give_the_digit(), "T5Decoder's digit for every byte");
+
 struct T5Decoder {
   static constexpr int kPlanes = kT5Planes;
   static constexpr int64_t kBlock = kT5Block;
   static __m512i plane(__m512i& x, int i) {
-    const __m512i one_third = _mm512_set1_epi8(86), two_thirds = _mm512_set1_epi8(-85);  // 171
-    const __m512i one = _mm512_set1_epi8(1);
-    const __m512i at_least_one = _mm512_maskz_mov_epi8(_mm512_cmpge_epu8_mask(x, one_third), one);
-    const __m512i digit = _mm512_mask_add_epi8(at_least_one, _mm512_cmpge_epu8_mask(x, two_thirds),
-                                               at_least_one, one);
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i quarter_up = _mm512_avg_epu8(_mm512_avg_epu8(x, zero), zero);
+    const __m512i three_quarters = _mm512_sub_epi8(x, quarter_up);  // at most 191
+    const __m512i digit =
+        _mm512_and_si512(_mm512_srli_epi16(three_quarters, 6), _mm512_set1_epi8(3));
     if (i + 1 < kPlanes) x = _mm512_add_epi8(_mm512_add_epi8(x, x), x);
     return digit;
   }
@@ -386,13 +398,25 @@ void gemm(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens, f
   }
 }
 
+// From this many tokens on, the kernels switch from the streaming GEMV to the GEMM. The t5 GEMV's
+// carry sums cost two vpdpbusd per plane and token, the GEMM's decoded digits one plus byte ops,
+// while the GEMV reads memory as one non-temporal stream. Whole-model batched decode on 2 threads,
+// alternating runs of each split. Zen 5, with an earlier digit decode: 4 sequences a median 6.7%
+// faster with the GEMM (8 pairs, 7 faster), 3 sequences 9.4% slower. Zen 4, whose vpdpbusd runs
+// at half the rate: 3 sequences of t5 77 -> 88 tokens/s (3 pairs), of i2 110-113 -> 117 (2 pairs);
+// 2 sequences of t5 70 -> 64.
+constexpr int64_t gemm_min_tokens(bool zen4) {
+  return zen4 ? 3 : 4;
+}
+
 // G: the GEMV policy; D: the decoder that feeds the GEMM.
-template <class G, class D, bool kPrefetch>
+template <class G, class D, bool kZen4>
 void matmul(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens, float* y,
             int64_t y_stride, int64_t row_begin, int64_t row_end) {
-  static_assert(kTernaryGemmMinTokens == 4, "GEMV shapes below cover 1 to 3 tokens");
+  static_assert(gemm_min_tokens(kZen4) <= 4, "GEMV shapes below cover 1 to 3 tokens");
+  constexpr bool kPrefetch = !kZen4;
   if (row_begin >= row_end) return;
-  if (n_tokens >= kTernaryGemmMinTokens || w.cols > G::kMaxCols) {
+  if (n_tokens >= gemm_min_tokens(kZen4) || w.cols > G::kMaxCols) {
     gemm<D>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
   } else if (n_tokens == 3) {
     gemv<G, 3, kPrefetch>(w, acts, y, y_stride, row_begin, row_end);
@@ -437,25 +461,24 @@ void quantize_activation_row_avx512(const float* x, int64_t cols, int8_t* q, flo
   sum = _mm512_reduce_add_epi32(total);
 }
 
-template <bool kPrefetch>
+template <bool kZen4>
 void matmul_any_format(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens,
                        float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
   if (w.format == TernaryFormat::t5) {
-    matmul<T5Carry, T5Decoder, kPrefetch>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
+    matmul<T5Carry, T5Decoder, kZen4>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
   } else {
-    matmul<I2Gemv, I2Decoder, kPrefetch>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
+    matmul<I2Gemv, I2Decoder, kZen4>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
   }
 }
 
 void ternary_matmul_avx512(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens,
                            float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
-  matmul_any_format<true>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
+  matmul_any_format<false>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
 }
 
-void ternary_matmul_avx512_no_prefetch(const TernaryMatrix& w, const QuantizedActs& acts,
-                                       int64_t n_tokens, float* y, int64_t y_stride,
-                                       int64_t row_begin, int64_t row_end) {
-  matmul_any_format<false>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
+void ternary_matmul_avx512_zen4(const TernaryMatrix& w, const QuantizedActs& acts, int64_t n_tokens,
+                                float* y, int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  matmul_any_format<true>(w, acts, n_tokens, y, y_stride, row_begin, row_end);
 }
 
 }  // namespace bitnet
