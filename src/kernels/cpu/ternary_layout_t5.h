@@ -47,6 +47,21 @@ constexpr bool t5_code_round_trips() {
 }
 static_assert(t5_code_round_trips(), "every 5-digit value decodes back to its digits");
 
+// (3x) >> 8 = floor(3x/4) >> 6, and floor(3x/4) = x - ceil(ceil(x/2)/2): two rounding-up byte
+// averages against zero (vpavgb), a subtract, a shift and a mask, no multiply.
+constexpr int t5_digit_by_averages(int x) {
+  const int quarter_up = ((x + 1) / 2 + 1) / 2;
+  return (x - quarter_up) >> 6;
+}
+
+constexpr bool t5_averages_give_every_digit() {
+  for (int x = 0; x < 256; ++x) {
+    if (t5_digit_by_averages(x) != (3 * x) >> 8) return false;
+  }
+  return true;
+}
+static_assert(t5_averages_give_every_digit(), "the averages' digit of every byte");
+
 constexpr uint8_t kT5ZeroByte = t5_encode(121);  // all five digits 1 (t = 0)
 
 }  // namespace bitnet

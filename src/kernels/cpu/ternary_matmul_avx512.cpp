@@ -78,20 +78,11 @@ struct I2Decoder {
   }
 };
 
-// t5 digit i of byte p is (3 * x_i) >> 8 with x_0 = p, x_{i+1} = (3 * x_i) mod 256
-// (ternary_layout_t5.h). That is floor(3x/4) >> 6, and floor(3x/4) = x - ceil(ceil(x/2)/2) with
-// two vpavgb against zero: byte averages, subtracts, adds, a shift and a mask, which AMD Zen 4
-// issues beside vpdpbusd. Unsigned compares into mask registers, the obvious decode, share
-// vpdpbusd's port there: 13824 x 2560 for 8 tokens on 1 thread ran at 166 GMAC/s with them and at
-// 228 (the port's peak is about 230) with this.
-constexpr bool three_quarters_give_the_digit() {
-  for (int x = 0; x < 256; ++x) {
-    const int quarter_up = ((x + 1) / 2 + 1) / 2;  // vpavgb(vpavgb(x, 0), 0)
-    if ((x - quarter_up) >> 6 != (3 * x) >> 8) return false;
-  }
-  return true;
-}
-static_assert(three_quarters_give_the_digit(), "T5Decoder's digit for every byte");
+// t5 digit i of byte p is (3 * x_i) >> 8 with x_0 = p, x_{i+1} = (3 * x_i) mod 256, taken with
+// byte averages (t5_digit_by_averages in ternary_layout_t5.h): averages, subtracts, adds, a shift
+// and a mask, which AMD Zen 4 issues beside vpdpbusd. Unsigned compares into mask registers, the
+// obvious decode, share vpdpbusd's port there: 13824 x 2560 for 8 tokens on 1 thread ran at 166
+// GMAC/s with them and at 228 (the port's peak is about 230) with this.
 
 struct T5Decoder {
   static constexpr int kPlanes = kT5Planes;
