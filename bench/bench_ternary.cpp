@@ -6,6 +6,8 @@
 //     not from the large shared L3.
 // ternary_gemm/<format>/<kernel>/<rows>x<cols>/threads:<t>
 //     128 tokens (one prefill chunk); GMAC/s.
+// ternary_gemm_batch<n>/<format>/<kernel>/<rows>x<cols>/threads:<t>
+//     n = 4 or 8 tokens (a batched decode step); GMAC/s.
 // ternary_read_bandwidth/threads:<t>
 //     A plain read loop over 1 GiB, for scale: sustained GB/s and the best pass's.
 // ternary_layer/<format>/<kernel>/threads:2
@@ -252,12 +254,15 @@ const bool registered = [] {
               format, kernel, shape, threads, kPrefillTokens)
               ->UseRealTime()
               ->MinTime(0.3);
-          // Batched decode: a server step of 8 sequences.
-          benchmark::RegisterBenchmark(
-              case_name("gemm_batch8", format, kernel, shape_name(shape), threads).c_str(),
-              bench_gemm, format, kernel, shape, threads, int64_t{8})
-              ->UseRealTime()
-              ->MinTime(0.3);
+          // Batched decode: a server step of 4 or 8 sequences.
+          for (int64_t batch : {4, 8}) {
+            const std::string name = "gemm_batch" + std::to_string(batch);
+            benchmark::RegisterBenchmark(
+                case_name(name.c_str(), format, kernel, shape_name(shape), threads).c_str(),
+                bench_gemm, format, kernel, shape, threads, batch)
+                ->UseRealTime()
+                ->MinTime(0.3);
+          }
         }
       }
       benchmark::RegisterBenchmark(case_name("layer", format, kernel, "", 2).c_str(), bench_layer,

@@ -473,11 +473,12 @@ TEST_P(TernaryKernelTest, ExtremeValuesDoNotSaturate) {
 }
 
 // Long rows push the accumulated sums far beyond what the model shapes reach (the t5 GEMV's
-// carry identity needs a fallback past 32767 columns).
+// carry identity needs a fallback past 32767 columns, the streamed GEMM's scaled t5 codes past
+// 131071).
 TEST_P(TernaryKernelTest, LongRowsStayExact) {
   const int64_t rows = 5;
   std::mt19937 rng(9);
-  for (int64_t cols : {32767, 32768, 40000}) {
+  for (int64_t cols : {32767, 32768, 40000, 131071, 140000}) {
     for (int weight : {1, -1}) {
       const std::vector<int8_t> t(static_cast<size_t>(rows * cols), static_cast<int8_t>(weight));
       const TernaryMatrix w = matrix(t, rows, cols, std::vector<float>(rows, 1.0f));
