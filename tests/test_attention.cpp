@@ -101,11 +101,14 @@ TEST(AttentionKernels, SimdKernelsMatchTheScalarKernelBitForBit) {
           attention_scalar(kv.head(0, 0, 0), n, q.data(), n_q, want.data(), scratch.data());
           for (CpuIsa isa : {CpuIsa::avx2, CpuIsa::avx512_vnni}) {
             if (!host.supports(isa)) continue;
-            attention_kernel(isa, head_dim)(kv.head(0, 0, 0), n, q.data(), n_q, got.data(),
-                                            scratch.data());
-            for (size_t i = 0; i < got.size(); ++i) {
-              ASSERT_EQ(got[i], want[i]) << kv_cache_type_name(type) << " " << isa_name(isa)
-                                         << " hd " << head_dim << " n " << n << " heads " << n_q;
+            for (bool amd_zen4 : {false, true}) {
+              attention_kernel(isa, head_dim, amd_zen4)(kv.head(0, 0, 0), n, q.data(), n_q,
+                                                        got.data(), scratch.data());
+              for (size_t i = 0; i < got.size(); ++i) {
+                ASSERT_EQ(got[i], want[i])
+                    << kv_cache_type_name(type) << " " << isa_name(isa) << " zen4 " << amd_zen4
+                    << " hd " << head_dim << " n " << n << " heads " << n_q;
+              }
             }
           }
         }
@@ -122,9 +125,12 @@ TEST(AttentionKernels, PassesSplitAnyWayGiveTheSameBits) {
       const KvCache kv = random_cache(type, head_dim, n, rng);
       const auto q = random_floats(static_cast<size_t>(n_q) * head_dim, rng, 1.0f);
       const int64_t blocks = key_blocks(n);
-      for (CpuIsa isa : {CpuIsa::scalar, CpuIsa::avx2, CpuIsa::avx512_vnni}) {
+      for (auto [isa, amd_zen4] : {std::pair{CpuIsa::scalar, false},
+                                   {CpuIsa::avx2, false},
+                                   {CpuIsa::avx512_vnni, false},
+                                   {CpuIsa::avx512_vnni, true}}) {
         if (!CpuFeatures::host().supports(isa)) continue;
-        const AttentionKernel kernel = attention_kernel(isa, head_dim);
+        const AttentionKernel kernel = attention_kernel(isa, head_dim, amd_zen4);
         std::vector<float> scratch(attention_scratch_floats(n_q, n));
         std::vector<float> whole(q.size()), split(q.size());
         kernel(kv.head(0, 0, 0), n, q.data(), n_q, whole.data(), scratch.data());
@@ -138,7 +144,8 @@ TEST(AttentionKernels, PassesSplitAnyWayGiveTheSameBits) {
           std::vector<float> weights(scratch.size(), NAN);
           kernel.values(kv.head(0, 0, 0), n, d0, d1, s.data(), n_q, split.data(), weights.data());
         }
-        EXPECT_EQ(split, whole) << kv_cache_type_name(type) << " " << isa_name(isa) << " n " << n;
+        EXPECT_EQ(split, whole) << kv_cache_type_name(type) << " " << isa_name(isa) << " zen4 "
+                                << amd_zen4 << " n " << n;
       }
     }
   }

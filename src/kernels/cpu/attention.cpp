@@ -127,13 +127,13 @@ void attention_scalar(const KvHeadView& kv, int n_pos, const float* q, int n_q, 
 }
 
 // Defined in attention_avx2.cpp / attention_avx512.cpp.
-extern const AttentionKernel kAttentionAvx2, kAttentionAvx512;
+extern const AttentionKernel kAttentionAvx2, kAttentionAvx512, kAttentionAvx512Zen4;
 
-AttentionKernel attention_kernel(CpuIsa isa, int head_dim) {
+AttentionKernel attention_kernel(CpuIsa isa, int head_dim, bool amd_zen4) {
   if (head_dim % kLanes == 0) {
     switch (isa) {
       case CpuIsa::avx512_vnni:
-        return kAttentionAvx512;
+        return amd_zen4 ? kAttentionAvx512Zen4 : kAttentionAvx512;
       case CpuIsa::avx2:
         return kAttentionAvx2;
       case CpuIsa::scalar:

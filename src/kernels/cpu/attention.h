@@ -98,7 +98,9 @@ struct AttentionKernel {
 // The scalar kernel, both passes whole (attention_kernel(CpuIsa::scalar, ...)).
 void attention_scalar(const KvHeadView& kv, int n_pos, const float* q, int n_q, float* out,
                       float* scratch);
-// The SIMD kernels need head_dim % 16 == 0; other sizes get the scalar kernel.
-AttentionKernel attention_kernel(CpuIsa isa, int head_dim);
+// The SIMD kernels need head_dim % 16 == 0; other sizes get the scalar kernel. AVX-512 has a
+// variant for AMD Zen 4 (CpuFeatures::amd_zen4) that prefetches differently, with the same results.
+AttentionKernel attention_kernel(CpuIsa isa, int head_dim,
+                                 bool amd_zen4 = CpuFeatures::host().amd_zen4);
 
 }  // namespace bitnet
