@@ -12,11 +12,12 @@ struct CpuFeatures {
   bool avx_vnni = false;     // VEX-encoded vpdpbusd on ymm
   bool avx512_vnni = false;  // with F, BW, VL, DQ
   // AMD family 19h (Zen 4), which runs AVX-512 on 256-bit units; the AVX-512 kernels have a
-  // variant tuned for it (TernaryKernel::avx512_zen4, lm_head_kernel). Its hardware prefetchers
-  // alone stream faster than with software prefetches: from DRAM on 1 thread, a 13824 x 2560 i2
-  // GEMV read 34.0 GB/s without and 20.8 with, the t5 one 21.3 and 16.6, the int8 lm_head 32.4 and
-  // 20.6 (the plain read loop: 33), where on Zen 5 the prefetches gain 16%. Its vpdpbusd runs at
-  // half Zen 5's rate, which moves the ternary GEMM's start to 3 tokens.
+  // variant tuned for it (TernaryKernel::avx512_zen4, lm_head_kernel, attention_kernel). Its
+  // hardware prefetchers alone stream faster than with software prefetches: from DRAM on 1 thread,
+  // a 13824 x 2560 i2 GEMV read 34.0 GB/s without and 20.8 with, the t5 one 21.3 and 16.6, the int8
+  // lm_head 32.4 and 20.6 (the plain read loop: 33), where on Zen 5 the prefetches gain 16%. Where
+  // several streams interleave (the head's batched passes, attention) it prefetches into L2. Its
+  // vpdpbusd runs at half Zen 5's rate, which moves the ternary GEMM's start to 3 tokens.
   bool amd_zen4 = false;
 
   static const CpuFeatures& host();
