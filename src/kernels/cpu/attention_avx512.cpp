@@ -14,9 +14,9 @@ namespace {
 // Keys and values stream from DRAM (the cache is mapped in 4 KiB pages, see KvCache): prefetching
 // this far ahead keeps enough misses in flight to approach the read bandwidth. Into L1, or into L2
 // on AMD Zen 4 (kToL2, CpuFeatures::amd_zen4), where L1 prefetches held attention far below the
-// memory: one layer at 4096 positions (attention/<type>/ctx:4096), f16 11.1-11.7 -> 18.0-18.4 GB/s
-// on 1 thread and 17.5-18.0 -> 26.0-30.9 on 2, q8 10.0-10.4 -> 17.6-18.1 and 16.0-16.1 ->
-// 26.8-29.0. (Into L2 at 4 KB: no gain; at 16-32 KB: as at 8 KB.)
+// memory: one layer at 4096 positions (attention/<type>/ctx:4096), f16 11.1-11.7 -> 17.0-18.4 GB/s
+// on 1 thread and 17.5-18.0 -> 20.3-30.9 on 2, q8 10.0-10.4 -> 17.6-18.8 and 16.0-16.1 ->
+// 26.0-29.0. (Into L2 at 4 KB: no gain; at 16-32 KB: as at 8 KB.)
 constexpr int64_t kPrefetchBytes = 8192;
 
 template <bool kToL2>

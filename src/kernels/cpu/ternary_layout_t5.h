@@ -56,7 +56,7 @@ constexpr int t5_digit_by_averages(int x) {
 
 constexpr bool t5_averages_give_every_digit() {
   for (int x = 0; x < 256; ++x) {
-    if (t5_digit_by_averages(x) != (3 * x) >> 8) return false;
+    if (t5_digit_by_averages(x) != t5_digit(static_cast<uint8_t>(x), 0)) return false;
   }
   return true;
 }

@@ -88,7 +88,6 @@ struct I2Decoder {
 // and a mask, which AMD Zen 4 issues beside vpdpbusd. Unsigned compares into mask registers, the
 // obvious decode, share vpdpbusd's port there: 13824 x 2560 for 8 tokens on 1 thread ran at 166
 // GMAC/s with them and at 228 (the port's peak is about 230) with this.
-
 struct T5Decoder {
   static constexpr int kPlanes = kT5Planes;
   static constexpr int64_t kBlock = kT5Block;
