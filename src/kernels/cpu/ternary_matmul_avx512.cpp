@@ -40,11 +40,11 @@ constexpr int64_t kPrefetchBytes = 16384;
 constexpr int64_t kGemvPrefetchBytes = 8192;
 
 // acc + codes . (the 4 activations at q, broadcast), the broadcast embedded in vpdpbusd
-// ({1to16}), where it is part of the load. GCC gives a broadcast that two vpdpbusd share (T5Carry)
-// its own vpbroadcastd, which takes a vector pipe on AMD Zen 4 (about 0.3 cycle beside the
-// multiplies), and does not fold it: the t5 GEMV on 1 thread there, 640 x 2560 and 2560 x 2560
-// (medians of 5, 2 alternating runs), 20.4-21.1 -> 21.9-22.0 GB/s; tg128 on 1 thread, 27.4-28.4
-// -> 30.1-30.6 tokens/s.
+// ({1to16}), where it is part of the load. GCC does not fold the broadcast of the intrinsics (the
+// GEMVs had one vpbroadcastd per broadcast, shared by T5Carry's two vpdpbusd), and vpbroadcastd
+// takes a vector pipe on AMD Zen 4 (about 0.3 cycle beside the multiplies): the t5 GEMV on 1
+// thread there, 640 x 2560 and 2560 x 2560 (medians of 5, 2 alternating runs), 20.4-21.1 ->
+// 21.9-22.0 GB/s; tg128 on 1 thread, 27.4-28.4 -> 30.1-30.6 tokens/s.
 inline __m512i dpbusd_broadcast(__m512i acc, __m512i codes, const int8_t* q) {
   __asm__("vpdpbusd %2%{1to16%}, %1, %0"
           : "+v"(acc)
