@@ -7,6 +7,7 @@
 
 #include "base/blob_file.h"
 #include "base/float16.h"
+#include "base/mapped_file.h"
 #include "base/thread_pool.h"
 #include "bitnet/error.h"
 #include "kernels/cpu/canonical_math.h"
@@ -88,6 +89,16 @@ class Loader {
                   "tie_word_embeddings: false");
     }
     w->output_head = output_head(w->lm_head());
+    // Unless a bf16 head reads the whole table every token, the embedding is read a row at a
+    // time from here on: its pages, all touched by the checks and the head's quantization, are
+    // dropped now and after each row (as a converted file's are).
+    if (!(w->lm_head_tied && options_.lm_head_or_default() == LmHeadFormat::bf16) &&
+        w->embed.storage.empty()) {
+      release_pages(
+          {static_cast<const uint8_t*>(w->embed.data),
+           static_cast<size_t>(w->embed.rows * w->embed.cols) * dtype_size(w->embed.dtype)});
+      w->embed.release_rows_after_read = true;
+    }
     report(1.0);
     return w;
   }
@@ -231,6 +242,8 @@ class Loader {
       }
       unpack_offline(t, m, row0, out, config_.weight_scale_divides ? 1.0f / scale : scale);
     }
+    // Packed into m: the checkpoint's copy is not read again and need not stay resident.
+    release_pages(t.bytes);
   }
 
   // transformers' WeightQuant, per whole tensor, in fp32:
