@@ -136,8 +136,7 @@ std::unique_ptr<Model::Weights> load_converted_weights(const std::shared_ptr<con
       m.rows = c.vocab_size;
       m.cols = c.hidden_dim;
       m.dtype = embed_dtype == "BF16" ? DType::BF16 : DType::F32;
-      m.data =
-          file->blob(name, static_cast<uint64_t>(m.rows * m.cols) * dtype_size(m.dtype)).data();
+      m.data = file->blob(name, m.byte_size()).data();
       return m;
     };
     auto floats = [&](const std::string& name, int64_t n) {

@@ -73,6 +73,14 @@ class Loader {
     auto w = std::make_unique<Model::Weights>();
     w->keep_alive.push_back(tensors_);
     w->embed = dense("model.embed_tokens.weight", c.vocab_size, c.hidden_dim);
+    // Unless a bf16 head reads the whole table every token, the embedding is read from here on
+    // once, to be quantized into the head, and then a row at a time: its pages, all touched by
+    // the checks, are dropped now, as the head is quantized, and after each row read (as a
+    // converted file's are).
+    const bool bf16_head = options_.lm_head_or_default() == LmHeadFormat::bf16;
+    const bool embed_by_rows =
+        (!bf16_head || tensors_->find("lm_head.weight")) && w->embed.storage.empty();
+    if (embed_by_rows) release_pages(mapped_bytes(w->embed));
     // A layer at a time: a num_hidden_layers the checkpoint does not hold fails at the first
     // missing tensor instead of allocating every layer first.
     for (int l = 0; l < c.n_layers; ++l) {
@@ -83,22 +91,15 @@ class Loader {
     if (tensors_->find("lm_head.weight")) {
       w->lm_head_tied = false;
       w->lm_head_own = dense("lm_head.weight", c.vocab_size, c.hidden_dim);
+      // Read once more, to be quantized.
+      if (!bf16_head && w->lm_head_own.storage.empty()) release_pages(mapped_bytes(w->lm_head_own));
     } else if (!c.tie_word_embeddings) {
       throw Error(tensors_->source_name() +
                   ": tensor 'lm_head.weight' is missing and config.json has "
                   "tie_word_embeddings: false");
     }
     w->output_head = output_head(w->lm_head());
-    // Unless a bf16 head reads the whole table every token, the embedding is read a row at a
-    // time from here on: its pages, all touched by the checks and the head's quantization, are
-    // dropped now and after each row (as a converted file's are).
-    if (!(w->lm_head_tied && options_.lm_head_or_default() == LmHeadFormat::bf16) &&
-        w->embed.storage.empty()) {
-      release_pages(
-          {static_cast<const uint8_t*>(w->embed.data),
-           static_cast<size_t>(w->embed.rows * w->embed.cols) * dtype_size(w->embed.dtype)});
-      w->embed.release_rows_after_read = true;
-    }
+    w->embed.release_rows_after_read = embed_by_rows;
     report(1.0);
     return w;
   }
@@ -115,6 +116,10 @@ class Loader {
 
   const TensorView& get(const std::string& name) { return tensors_->get(name); }
 
+  static std::span<const uint8_t> mapped_bytes(const DenseMatrix& m) {
+    return {static_cast<const uint8_t*>(m.data), m.byte_size()};
+  }
+
   // The lm_head in the requested format, quantized here once (rows split across the pool).
   LmHead output_head(const DenseMatrix& source) {
     if (options_.lm_head_or_default() == LmHeadFormat::bf16) {
@@ -123,13 +128,23 @@ class Loader {
       return LmHead::view_bf16(static_cast<const uint16_t*>(source.data), source.rows, source.cols);
     }
     LmHead head = LmHead::allocate(options_.lm_head_or_default(), source.rows, source.cols);
-    pool_.parallel_for(source.rows, 256, [&](int64_t r0, int64_t r1) {
+    constexpr int64_t kChunkRows = 256;
+    const size_t row_bytes = source.byte_size() / static_cast<size_t>(source.rows);
+    pool_.parallel_for(source.rows, kChunkRows, [&](int64_t r0, int64_t r1) {
       std::vector<float> row(static_cast<size_t>(source.cols));
-      for (int64_t r = r0; r < r1; ++r) {
-        source.row_to_f32(r, row.data());
-        head.set_row(r, row.data());
+      for (int64_t c0 = r0; c0 < r1; c0 += kChunkRows) {
+        const int64_t c1 = std::min(r1, c0 + kChunkRows);
+        for (int64_t r = c0; r < c1; ++r) {
+          source.row_to_f32(r, row.data());
+          head.set_row(r, row.data());
+        }
+        // The quantized rows are read again at most one at a time (embedding lookups).
+        if (source.storage.empty())
+          release_pages(mapped_bytes(source).subspan(c0 * row_bytes, (c1 - c0) * row_bytes));
       }
     });
+    // Again as a whole: a fault maps the pages around it, across the chunks' edges.
+    if (source.storage.empty()) release_pages(mapped_bytes(source));
     return head;
   }
 

@@ -23,6 +23,7 @@ struct DenseMatrix {
   // row and unread rows would otherwise pile up as resident memory.
   bool release_rows_after_read = false;
 
+  size_t byte_size() const { return static_cast<size_t>(rows * cols) * dtype_size(dtype); }
   void row_to_f32(int64_t r, float* out) const;
   // y[r] = W[r] . x for rows [row_begin, row_end)
   void matvec(const float* x, float* y, int64_t row_begin, int64_t row_end) const;
