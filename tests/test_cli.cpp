@@ -251,6 +251,8 @@ TEST(CliErrors, InvalidUtf8AndBadFlags) {
                         "unknown kernel variant 'sse9'");
   expect_one_line_error(run_cli({"run", "-m", model_dir(), "-f", "/nonexistent/prompt.txt"}),
                         "cannot open prompt file");
+  expect_one_line_error(run_cli({"bench", "-m", model_dir(), "-p", "0", "-n", "0"}),
+                        "nothing to measure");
   const auto unknown = run_cli({"run", "-m", model_dir(), "-p", "x", "--bogus"});
   EXPECT_NE(unknown.exit_code, 0);
   EXPECT_THAT(unknown.err, HasSubstr("bogus"));

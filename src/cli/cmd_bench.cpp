@@ -1,5 +1,6 @@
 // bitnet bench: prompt-processing and generation speed, llama-bench style, with the bytes each
 // generated token reads and the fraction of the machine's measured read bandwidth.
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
@@ -445,6 +446,10 @@ Action add_bench(CLI::App& app) {
     for (int t : args->threads) {
       if (t < 1) throw Error("-t: thread counts must be at least 1");
     }
+    const auto positive = [](int n) { return n > 0; };
+    if (std::ranges::none_of(args->n_prompt, positive) &&
+        std::ranges::none_of(args->n_gen, positive))
+      throw Error("-p and -n: nothing to measure (every prompt and generation length is 0)");
     return bench(*args);
   };
 }
