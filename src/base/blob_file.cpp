@@ -92,10 +92,34 @@ class ChunkedFileWriter {
   std::vector<char> buffer_;
 };
 
+// Bytes hashed or copied at a time; with `release`, each such chunk's pages (of a read-only file
+// mapping) are dropped once read, so a pass over a file does not leave it all resident.
+constexpr size_t kReleaseChunk = size_t{32} << 20;
+
+template <class Fn>
+void for_each_chunk(std::span<const uint8_t> bytes, bool release, Fn&& fn) {
+  for (size_t offset = 0; offset < bytes.size(); offset += kReleaseChunk) {
+    const auto chunk = bytes.subspan(offset, std::min(kReleaseChunk, bytes.size() - offset));
+    fn(chunk);
+    if (release) release_pages(chunk);
+  }
+}
+
+uint64_t xxh3_of(std::span<const uint8_t> bytes, bool release) {
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_64bits_reset(state);
+  for_each_chunk(bytes, release, [&](std::span<const uint8_t> chunk) {
+    XXH3_64bits_update(state, chunk.data(), chunk.size());
+  });
+  const uint64_t hash = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  return hash;
+}
+
 }  // namespace
 
-void BlobFileWriter::add(const std::string& name, std::span<const uint8_t> bytes) {
-  blobs_.emplace_back(name, bytes);
+void BlobFileWriter::add(const std::string& name, std::span<const uint8_t> bytes, Source source) {
+  blobs_.push_back({name, bytes, source});
 }
 
 void BlobFileWriter::write(const std::filesystem::path& path, const nlohmann::json& meta,
@@ -103,7 +127,7 @@ void BlobFileWriter::write(const std::filesystem::path& path, const nlohmann::js
   std::vector<uint64_t> hashes(blobs_.size());
   pool.parallel_for(static_cast<int64_t>(blobs_.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
-      hashes[i] = XXH3_64bits(blobs_[i].second.data(), blobs_[i].second.size());
+      hashes[i] = xxh3_of(blobs_[i].bytes, blobs_[i].source == Source::mapped);
   });
   // Offsets depend on the header's length, which depends on the offsets: lay out relative to a
   // data start, then fix the data start once the header text is known (two passes converge
@@ -115,11 +139,11 @@ void BlobFileWriter::write(const std::filesystem::path& path, const nlohmann::js
     uint64_t offset = data_start;
     for (size_t i = 0; i < blobs_.size(); ++i) {
       offset = align_up(offset);
-      header["blobs"].push_back({{"name", blobs_[i].first},
+      header["blobs"].push_back({{"name", blobs_[i].name},
                                  {"offset", offset},
-                                 {"bytes", blobs_[i].second.size()},
+                                 {"bytes", blobs_[i].bytes.size()},
                                  {"xxh3", hashes[i]}});
-      offset += blobs_[i].second.size();
+      offset += blobs_[i].bytes.size();
     }
     const uint64_t needed = align_up(kFixedHeader + header.dump().size() + 4096);
     if (needed <= data_start) break;
@@ -145,8 +169,9 @@ void BlobFileWriter::write(const std::filesystem::path& path, const nlohmann::js
   for (size_t i = 0; i < blobs_.size(); ++i) {
     const uint64_t offset = header["blobs"][i]["offset"].get<uint64_t>();
     out.write(zeros.data(), offset - pos);
-    out.write(blobs_[i].second.data(), blobs_[i].second.size());
-    pos = offset + blobs_[i].second.size();
+    for_each_chunk(blobs_[i].bytes, blobs_[i].source == Source::mapped,
+                   [&](std::span<const uint8_t> chunk) { out.write(chunk.data(), chunk.size()); });
+    pos = offset + blobs_[i].bytes.size();
   }
   out.finish();
 }
@@ -215,17 +240,8 @@ void BlobFile::verify(ThreadPool& pool) const {
   pool.parallel_for(static_cast<int64_t>(entries.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const Entry& e = entries[i]->second;
-      // Hash in chunks, releasing each: verifying must not leave the whole file resident.
-      constexpr size_t kChunk = size_t{32} << 20;
-      XXH3_state_t* state = XXH3_createState();
-      XXH3_64bits_reset(state);
-      for (size_t offset = 0; offset < e.bytes.size(); offset += kChunk) {
-        const auto chunk = e.bytes.subspan(offset, std::min(kChunk, e.bytes.size() - offset));
-        XXH3_64bits_update(state, chunk.data(), chunk.size());
-        file_.release(chunk);
-      }
-      if (XXH3_64bits_digest(state) != e.xxh3) bad = i;
-      XXH3_freeState(state);
+      // Verifying must not leave the whole file resident.
+      if (xxh3_of(e.bytes, true) != e.xxh3) bad = i;
     }
   });
   if (bad >= 0) {

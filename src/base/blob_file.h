@@ -30,8 +30,12 @@ class ThreadPool;
 
 class BlobFileWriter {
  public:
-  // Blobs are copied when added; write() lays them out and computes the checksums.
-  void add(const std::string& name, std::span<const uint8_t> bytes);
+  // Where a blob's bytes lie: in memory, or in a read-only file mapping, whose pages write() drops
+  // once read (they stay in the page cache) so that writing does not leave them all resident.
+  enum class Source { memory, mapped };
+  // Blobs are referenced, not copied: their bytes must stay valid until write() returns, which
+  // lays them out and computes the checksums.
+  void add(const std::string& name, std::span<const uint8_t> bytes, Source source = Source::memory);
   template <class T>
   void add(const std::string& name, std::span<const T> values) {
     add(name, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(values.data()),
@@ -40,7 +44,12 @@ class BlobFileWriter {
   void write(const std::filesystem::path& path, const nlohmann::json& meta, ThreadPool& pool) const;
 
  private:
-  std::vector<std::pair<std::string, std::span<const uint8_t>>> blobs_;
+  struct Blob {
+    std::string name;
+    std::span<const uint8_t> bytes;
+    Source source;
+  };
+  std::vector<Blob> blobs_;
 };
 
 class BlobFile {

@@ -31,9 +31,6 @@ class MappedFile {
   ~MappedFile();
 
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
-  // Drops this process's mapping of the whole pages inside range (they stay in the page cache
-  // and fault back in on the next read), so a pass over the file does not count as resident.
-  void release(std::span<const uint8_t> range) const { release_pages(range); }
   const std::filesystem::path& path() const { return path_; }
 
  private:

@@ -27,11 +27,6 @@ std::span<const uint8_t> bytes_of(const std::vector<T>& v) {
   return {reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(T)};
 }
 
-std::span<const uint8_t> dense_bytes(const DenseMatrix& m) {
-  return {static_cast<const uint8_t*>(m.data),
-          static_cast<size_t>(m.rows * m.cols) * dtype_size(m.dtype)};
-}
-
 // memcpy, except that an empty range (whose vector data() may be null, which memcpy must not be
 // given) copies nothing.
 void copy_bytes(void* out, std::span<const uint8_t> bytes) {
@@ -60,8 +55,12 @@ void write_converted_model(const Model& model, const std::filesystem::path& toke
                            const std::filesystem::path& out, ThreadPool& pool) {
   const Model::Weights& w = model.weights();
   BlobFileWriter writer;
-  writer.add("embed", dense_bytes(w.embed));
-  if (!w.lm_head_tied) writer.add("lm_head", dense_bytes(w.lm_head_own));
+  auto add_dense = [&](const std::string& name, const DenseMatrix& m) {
+    writer.add(name, m.bytes(),
+               m.mapped() ? BlobFileWriter::Source::mapped : BlobFileWriter::Source::memory);
+  };
+  add_dense("embed", w.embed);
+  if (!w.lm_head_tied) add_dense("lm_head", w.lm_head_own);
   for (size_t l = 0; l < w.layers.size(); ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
     for (int i = 0; i < 4; ++i) {

@@ -79,8 +79,8 @@ class Loader {
     // converted file's are).
     const bool bf16_head = options_.lm_head_or_default() == LmHeadFormat::bf16;
     const bool embed_by_rows =
-        (!bf16_head || tensors_->find("lm_head.weight")) && w->embed.storage.empty();
-    if (embed_by_rows) release_pages(mapped_bytes(w->embed));
+        (!bf16_head || tensors_->find("lm_head.weight")) && w->embed.mapped();
+    if (embed_by_rows) release_pages(w->embed.bytes());
     // A layer at a time: a num_hidden_layers the checkpoint does not hold fails at the first
     // missing tensor instead of allocating every layer first.
     for (int l = 0; l < c.n_layers; ++l) {
@@ -92,7 +92,7 @@ class Loader {
       w->lm_head_tied = false;
       w->lm_head_own = dense("lm_head.weight", c.vocab_size, c.hidden_dim);
       // Read once more, to be quantized.
-      if (!bf16_head && w->lm_head_own.storage.empty()) release_pages(mapped_bytes(w->lm_head_own));
+      if (!bf16_head && w->lm_head_own.mapped()) release_pages(w->lm_head_own.bytes());
     } else if (!c.tie_word_embeddings) {
       throw Error(tensors_->source_name() +
                   ": tensor 'lm_head.weight' is missing and config.json has "
@@ -116,10 +116,6 @@ class Loader {
 
   const TensorView& get(const std::string& name) { return tensors_->get(name); }
 
-  static std::span<const uint8_t> mapped_bytes(const DenseMatrix& m) {
-    return {static_cast<const uint8_t*>(m.data), m.byte_size()};
-  }
-
   // The lm_head in the requested format, quantized here once (rows split across the pool).
   LmHead output_head(const DenseMatrix& source) {
     if (options_.lm_head_or_default() == LmHeadFormat::bf16) {
@@ -139,12 +135,12 @@ class Loader {
           head.set_row(r, row.data());
         }
         // The quantized rows are read again at most one at a time (embedding lookups).
-        if (source.storage.empty())
-          release_pages(mapped_bytes(source).subspan(c0 * row_bytes, (c1 - c0) * row_bytes));
+        if (source.mapped())
+          release_pages(source.bytes().subspan(c0 * row_bytes, (c1 - c0) * row_bytes));
       }
     });
     // Again as a whole: a fault maps the pages around it, across the chunks' edges.
-    if (source.storage.empty()) release_pages(mapped_bytes(source));
+    if (source.mapped()) release_pages(source.bytes());
     return head;
   }
 

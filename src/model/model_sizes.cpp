@@ -7,10 +7,6 @@ uint64_t ternary_bytes(const TernaryMatrix& m) {
   return static_cast<uint64_t>(m.bytes()) + m.row_scales.size() * sizeof(float);
 }
 
-uint64_t dense_bytes(const DenseMatrix& m) {
-  return static_cast<uint64_t>(m.rows * m.cols) * dtype_size(m.dtype);
-}
-
 }  // namespace
 
 Model::Sizes Model::sizes() const {
@@ -24,10 +20,10 @@ Model::Sizes Model::sizes() const {
                sizeof(float);
   }
   s.norms += weights_->final_norm.size() * sizeof(float);
-  s.embedding = dense_bytes(weights_->embed);
+  s.embedding = weights_->embed.byte_size();
   const LmHead& head = weights_->output_head;
   const bool reads_checkpoint = head.rows == 0 || head.format == LmHeadFormat::bf16;
-  s.lm_head = reads_checkpoint ? dense_bytes(weights_->lm_head()) : head.bytes();
+  s.lm_head = reads_checkpoint ? weights_->lm_head().byte_size() : head.bytes();
   s.lm_head_is_embedding = reads_checkpoint && weights_->lm_head_tied;
   const int64_t per_layer = static_cast<int64_t>(c.hidden_dim) * (c.q_dim() + 2 * c.kv_dim()) +
                             static_cast<int64_t>(c.q_dim()) * c.hidden_dim +

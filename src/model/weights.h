@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "base/safetensors.h"
@@ -24,6 +25,10 @@ struct DenseMatrix {
   bool release_rows_after_read = false;
 
   size_t byte_size() const { return static_cast<size_t>(rows * cols) * dtype_size(dtype); }
+  std::span<const uint8_t> bytes() const {
+    return {static_cast<const uint8_t*>(data), byte_size()};
+  }
+  bool mapped() const { return storage.empty(); }  // data lies in a mapped file, read-only
   void row_to_f32(int64_t r, float* out) const;
   // y[r] = W[r] . x for rows [row_begin, row_end)
   void matvec(const float* x, float* y, int64_t row_begin, int64_t row_end) const;
