@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/float16.h"
+#include "kernels/cpu/canonical_math.h"
 #include "kernels/cpu/ops.h"
 
 namespace bitnet {
@@ -298,6 +299,19 @@ TEST(Float16, F16SpecialValues) {
   EXPECT_EQ(f32_to_f16(1.0f + std::ldexp(3.0f, -11)), 0x3C02);  // tie to even
   EXPECT_EQ(f32_to_f16(-0.0f), 0x8000);
   EXPECT_TRUE(std::isnan(f16_to_f32(f32_to_f16(std::numeric_limits<float>::quiet_NaN()))));
+}
+
+// Every quantizer rounds with round_half_even: it must be nearbyint over its whole range, halves
+// included (to even), and keep a NaN for clamp_code to send to the low bound.
+TEST(RoundHalfEven, EqualsNearbyintUpTo2To22) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> wide(-4194303.0f, 4194303.0f);
+  std::vector<float> xs = {0.0f,  -0.0f,  0.5f,    -0.5f,       1.5f,       -1.5f,       2.5f,
+                           -2.5f, 126.5f, -127.5f, 0.49999997f, 4194302.5f, -4194302.5f, 1e-30f};
+  for (int i = 0; i < 100000; ++i) xs.push_back(wide(rng));
+  for (int i = -1000; i <= 1000; ++i) xs.push_back(static_cast<float>(i) / 4);  // halves, quarters
+  for (float x : xs) EXPECT_EQ(round_half_even(x), std::nearbyint(x)) << x;
+  EXPECT_TRUE(std::isnan(round_half_even(std::numeric_limits<float>::quiet_NaN())));
 }
 
 }  // namespace

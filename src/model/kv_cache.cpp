@@ -87,7 +87,7 @@ void KvCache::write(int slot, int layer, int kv_head, int pos, const float* k, c
         const float inv = max_abs > 0.0f ? 127.0f / max_abs : 0.0f;
         for (int i = 0; i < hd; ++i)
           out[index_of(i)] =
-              static_cast<int8_t>(clamp_code(std::nearbyint(x[i] * inv), -127.0f, 127.0f));
+              static_cast<int8_t>(clamp_code(round_half_even(x[i] * inv), -127.0f, 127.0f));
         scale = max_abs / 127.0f;
       };
       const size_t scale_at = head * padded_positions_ + pos;

@@ -260,7 +260,9 @@ class Loader {
   // transformers' WeightQuant, per whole tensor, in fp32:
   //   s = 1 / max(mean|W|, 1e-5);  t = clamp(round_half_even(W * s), -1, 1);  scale = 1 / s
   // A non-finite value (warned about) makes the scale NaN or infinite, and the outputs NaN, as
-  // they are in transformers; each NaN product becomes -1 rather than an undefined cast.
+  // they are in transformers; each NaN product becomes -1 rather than an undefined cast. Past
+  // round_half_even's range (2^22) a product keeps its sign and a magnitude over 1, so the clamp
+  // gives what nearbyint would.
   void ternarize_online(const TensorView& t, TernaryMatrix& m, int64_t row0, int64_t out) {
     const int64_t in = m.cols;
     std::mutex mu;
@@ -290,7 +292,7 @@ class Loader {
       for (int64_t r = r0; r < r1; ++r) {
         for (int64_t k = 0; k < in; ++k) {
           row[k] = static_cast<int8_t>(
-              clamp_code(std::nearbyint(float_at(t, r * in + k) * s), -1.0f, 1.0f));
+              clamp_code(round_half_even(float_at(t, r * in + k) * s), -1.0f, 1.0f));
         }
         pack_ternary_row(m, row0 + r, row);
         m.row_scales[row0 + r] = 1.0f / s;
@@ -301,25 +303,34 @@ class Loader {
   // HF offline layout: byte P[p][k] holds row i * (out/4) + p at bits 2i..2i+1, code = t + 1.
   void unpack_offline(const TensorView& t, TernaryMatrix& m, int64_t row0, int64_t out,
                       float scale) {
-    const int64_t in = m.cols, block_rows = out / 4;
+    const int64_t cols = m.cols, block_rows = out / 4;
     const uint8_t* packed = t.bytes.data();
     std::atomic<bool> bad_code{false};
     std::atomic<int64_t> nonzero{0};
-    pool_.parallel_for(out, 1, [&](int64_t r0, int64_t r1) {
-      std::vector<int8_t> row(static_cast<size_t>(in));
+    pool_.parallel_for(out, 1, [&, cols](int64_t r0, int64_t r1) {
+      std::vector<int8_t> row(static_cast<size_t>(cols));
       int64_t nz = 0;
+      int bad = 0;
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t i = r / block_rows, p = r % block_rows;
-        for (int64_t k = 0; k < in; ++k) {
-          const int code = (packed[p * in + k] >> (2 * i)) & 3;
-          if (code == 3) bad_code = true;
-          row[k] = static_cast<int8_t>(code - 1);
-          nz += code != 1;
+        // Copies and pointers only: an int8 store may alias anything, so a value read through a
+        // reference inside the loop would be reloaded every step and keep it from vectorizing.
+        const uint8_t* bytes = packed + p * cols;
+        int8_t* values = row.data();
+        const int shift = static_cast<int>(2 * i);
+        int row_nz = 0;
+        for (int64_t k = 0; k < cols; ++k) {
+          const int code = (bytes[k] >> shift) & 3;
+          bad |= code == 3;
+          values[k] = static_cast<int8_t>(code - 1);
+          row_nz += code != 1;
         }
+        nz += row_nz;
         pack_ternary_row(m, row0 + r, row);
         m.row_scales[row0 + r] = scale;
       }
       nonzero += nz;
+      if (bad) bad_code = true;
     });
     if (bad_code) {
       throw Error(tensors_->source_name() + ": tensor '" + t.name +

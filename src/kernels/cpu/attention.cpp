@@ -12,10 +12,8 @@ float quantize_query_q8(const float* q, int head_dim, int32_t* pairs) {
   float max_abs = 0.0f;
   for (int i = 0; i < head_dim; ++i) max_abs = std::max(max_abs, std::fabs(q[i]));
   const float inv = max_abs > 0.0f ? kQ8Max / max_abs : 0.0f;
-  // Round half to even, as nearbyint, for |x| <= 2^22: adding 1.5 * 2^23 leaves no fraction bits.
-  constexpr float kRound = 12582912.0f;
   auto round16 = [&](float x) {
-    const float r = clamp_code((x * inv + kRound) - kRound, -static_cast<float>(kQ8Max),
+    const float r = clamp_code(round_half_even(x * inv), -static_cast<float>(kQ8Max),
                                static_cast<float>(kQ8Max));
     return static_cast<uint32_t>(static_cast<uint16_t>(static_cast<int16_t>(r)));
   };
@@ -95,7 +93,7 @@ void scalar_values(const KvHeadView& kv, int n_pos, int d0, int d1, const float*
       const float inv_w = max_w > 0.0f ? kQ8Max / max_w : 0.0f;
       // An int16 as float; a NaN (from non-finite values) as 0.
       for (int p = 0; p < n_pos; ++p)
-        e[p] = clamp_code(std::nearbyint(e[p] * inv_w), 0.0f, static_cast<float>(kQ8Max));
+        e[p] = clamp_code(round_half_even(e[p] * inv_w), 0.0f, static_cast<float>(kQ8Max));
       out_scale = (max_w / kQ8Max) * out_scale;
     }
     float* oh = out + static_cast<int64_t>(h) * hd;

@@ -20,6 +20,14 @@ inline float clamp_code(float v, float lo, float hi) {
   return std::min(hi, std::max(lo, v));
 }
 
+// x rounded to an integer, half to even, as std::nearbyint does in the default rounding mode (and
+// torch.round), for |x| < 2^22: adding 1.5 * 2^23 leaves no fraction bits. No library call per
+// element, so loops over it vectorize. A NaN stays NaN.
+inline float round_half_even(float x) {
+  constexpr float kMagic = 12582912.0f;
+  return (x + kMagic) - kMagic;
+}
+
 inline float reduce_lanes(const float* lane) {
   float h8[8], h4[4], h2[2];
   for (int i = 0; i < 8; ++i) h8[i] = lane[i] + lane[i + 8];

@@ -62,7 +62,7 @@ void LmHead::set_row(int64_t r, const float* values) {
     const float inv = max_abs > 0.0f ? 127.0f / max_abs : 0.0f;
     int8_t* q = reinterpret_cast<int8_t*>(code_storage.data() + r * row_bytes());
     for (int64_t k = 0; k < cols; ++k)
-      q[k] = static_cast<int8_t>(clamp_code(std::nearbyint(values[k] * inv), -127.0f, 127.0f));
+      q[k] = static_cast<int8_t>(clamp_code(round_half_even(values[k] * inv), -127.0f, 127.0f));
     row_scales[r] = max_abs / 127.0f;
   } else if (format == LmHeadFormat::q4) {
     uint8_t* row = code_storage.data() + r * row_bytes();
@@ -80,7 +80,7 @@ void LmHead::set_row(int64_t r, const float* values) {
       uint8_t code[kQ4Group];
       for (int j = 0; j < kQ4Group; ++j)
         code[j] =
-            static_cast<uint8_t>(clamp_code(std::nearbyint(group[j] * inv) + 8.0f, 0.0f, 15.0f));
+            static_cast<uint8_t>(clamp_code(round_half_even(group[j] * inv) + 8.0f, 0.0f, 15.0f));
       for (int j = 0; j < kQ4Group / 2; ++j)
         row[g * kQ4Group / 2 + j] = static_cast<uint8_t>(code[j] | (code[j + kQ4Group / 2] << 4));
       group_scales[r * groups() + g] = d16;
@@ -107,7 +107,7 @@ void LmHead::prepare(const float* x, LmHeadInput& in) const {
   in.scale = limit / std::max(max_abs, 1e-5f);
   in.q.assign(n, 0);
   for (int64_t k = 0; k < cols; ++k)
-    in.q[k] = static_cast<int16_t>(clamp_code(std::nearbyint(x[k] * in.scale), -limit, limit));
+    in.q[k] = static_cast<int16_t>(clamp_code(round_half_even(x[k] * in.scale), -limit, limit));
 }
 
 void LmHead::matvec(CpuIsa isa, std::span<const LmHeadInput> ins, float* y, int64_t y_stride,

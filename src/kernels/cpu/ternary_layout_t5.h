@@ -25,8 +25,9 @@ constexpr int kT5Planes = 5;
 static_assert(kT5Block == kT5Planes * kT5BlockBytes, "five weights per byte");
 static_assert(kT5BlockBytes == 64, "one t5 block is one 512-bit vector");
 
+// In 16 bits (v * 256 + 242 < 2^16), so that a loop of them vectorizes, division included.
 constexpr uint8_t t5_encode(int v) {
-  return static_cast<uint8_t>((v * 256 + 242) / 243);
+  return static_cast<uint8_t>(static_cast<uint16_t>(v * 256 + 242) / 243);
 }
 
 constexpr int t5_digit(uint8_t p, int i) {

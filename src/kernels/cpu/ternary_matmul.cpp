@@ -34,13 +34,9 @@ BITNET_CLONE_PER_ISA void quantize_row_generic(const float* x, int64_t cols, int
     max_bits = std::max(max_bits, std::bit_cast<uint32_t>(x[k]) & 0x7FFFFFFFu);
   const float s = activation_scale(max_bits);
   int32_t total = 0;
-  // Adding and subtracting 1.5 * 2^23 rounds |v| < 2^22 to an integer, half to even, in the
-  // default rounding mode: what torch.round does and what std::nearbyint computes, without a
-  // library call per element (|x * s| <= 127 here), so the loop vectorizes.
-  constexpr float kRoundMagic = 12582912.0f;
-  // A NaN (from a non-finite activation) becomes -128.
+  // |x * s| <= 127; a NaN (from a non-finite activation) becomes -128.
   for (int64_t k = 0; k < cols; ++k) {
-    const float v = clamp_code((x[k] * s + kRoundMagic) - kRoundMagic, -128.0f, 127.0f);
+    const float v = clamp_code(round_half_even(x[k] * s), -128.0f, 127.0f);
     q[k] = static_cast<int8_t>(v);
     total += q[k];
   }
