@@ -24,6 +24,32 @@ std::string shape_str(std::initializer_list<int64_t> shape) {
   return s + "]";
 }
 
+// Values [first, first + n) of a float tensor, as f32: one dtype dispatch for a whole row.
+void floats_at(const TensorView& t, int64_t first, int64_t n, float* out) {
+  const uint8_t* p = t.bytes.data();
+  switch (t.dtype) {
+    case DType::BF16:
+      for (int64_t k = 0; k < n; ++k) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * (first + k), 2);
+        out[k] = bf16_to_f32(h);
+      }
+      return;
+    case DType::F16:
+      for (int64_t k = 0; k < n; ++k) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * (first + k), 2);
+        out[k] = f16_to_f32(h);
+      }
+      return;
+    case DType::F32:
+      std::memcpy(out, p + 4 * first, static_cast<size_t>(n) * 4);
+      return;
+    default:
+      std::fill_n(out, n, 0.0f);
+  }
+}
+
 float float_at(const TensorView& t, int64_t i) {
   const uint8_t* p = t.bytes.data();
   switch (t.dtype) {
@@ -263,20 +289,31 @@ class Loader {
   // they are in transformers; each NaN product becomes -1 rather than an undefined cast. Past
   // round_half_even's range (2^22) a product keeps its sign and a magnitude over 1, so the clamp
   // gives what nearbyint would.
+  // The sum of |W| is taken in double, in 8 interleaved partial sums: exact in any order while the
+  // weights span fewer than about 45 binades (a bf16 mantissa is 8 bits), as trained ones do.
   void ternarize_online(const TensorView& t, TernaryMatrix& m, int64_t row0, int64_t out) {
     const int64_t in = m.cols;
     std::mutex mu;
     double abs_sum = 0.0;
     int64_t nonzero = 0, nonfinite = 0;
-    pool_.parallel_for(out, 1, [&](int64_t r0, int64_t r1) {
-      double local = 0.0;
+    pool_.parallel_for(out, 1, [&, in](int64_t r0, int64_t r1) {
+      std::vector<float> row(static_cast<size_t>(in));
+      const float* v = row.data();
+      double partial[8] = {};
       int64_t nz = 0, nf = 0;
-      for (int64_t i = r0 * in; i < r1 * in; ++i) {
-        const float v = float_at(t, i);
-        local += std::fabs(v);
-        nz += v != 0.0f;
-        nf += !std::isfinite(v);
+      for (int64_t r = r0; r < r1; ++r) {
+        floats_at(t, r * in, in, row.data());
+        int64_t k = 0;
+        for (; k + 8 <= in; k += 8)
+          for (int j = 0; j < 8; ++j) partial[j] += std::fabs(v[k + j]);
+        for (; k < in; ++k) partial[0] += std::fabs(v[k]);
+        for (k = 0; k < in; ++k) {
+          nz += v[k] != 0.0f;
+          nf += !std::isfinite(v[k]);
+        }
       }
+      double local = 0.0;
+      for (double p : partial) local += p;
       std::lock_guard lock(mu);
       abs_sum += local;
       nonzero += nz;
@@ -287,13 +324,15 @@ class Loader {
       warn("tensor '" + t.name + "' has " + std::to_string(nonfinite) + " non-finite values");
     const float mean = static_cast<float>(abs_sum / static_cast<double>(out * in));
     const float s = 1.0f / std::max(mean, 1e-5f);
-    pool_.parallel_for(out, 1, [&](int64_t r0, int64_t r1) {
+    pool_.parallel_for(out, 1, [&, in, s](int64_t r0, int64_t r1) {
+      std::vector<float> values(static_cast<size_t>(in));
       std::vector<int8_t> row(static_cast<size_t>(in));
+      const float* v = values.data();
+      int8_t* codes = row.data();
       for (int64_t r = r0; r < r1; ++r) {
-        for (int64_t k = 0; k < in; ++k) {
-          row[k] = static_cast<int8_t>(
-              clamp_code(round_half_even(float_at(t, r * in + k) * s), -1.0f, 1.0f));
-        }
+        floats_at(t, r * in, in, values.data());
+        for (int64_t k = 0; k < in; ++k)
+          codes[k] = static_cast<int8_t>(clamp_code(round_half_even(v[k] * s), -1.0f, 1.0f));
         pack_ternary_row(m, row0 + r, row);
         m.row_scales[row0 + r] = 1.0f / s;
       }
