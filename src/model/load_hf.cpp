@@ -50,6 +50,17 @@ void floats_at(const TensorView& t, int64_t first, int64_t n, float* out) {
   }
 }
 
+// Adds the nonzero and the non-finite values among v[n] to the counts.
+void count_values(const float* v, int64_t n, int64_t& nonzero, int64_t& nonfinite) {
+  int64_t nz = 0, nf = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    nz += v[k] != 0.0f;
+    nf += !std::isfinite(v[k]);
+  }
+  nonzero += nz;
+  nonfinite += nf;
+}
+
 float float_at(const TensorView& t, int64_t i) {
   const uint8_t* p = t.bytes.data();
   switch (t.dtype) {
@@ -186,11 +197,13 @@ class Loader {
     const int64_t n = t.numel();
     std::atomic<int64_t> nonzero{0}, nonfinite{0};
     pool_.parallel_for(n, 1 << 16, [&](int64_t begin, int64_t end) {
+      constexpr int64_t kChunk = 4096;
+      float values[kChunk];
       int64_t nz = 0, nf = 0;
-      for (int64_t i = begin; i < end; ++i) {
-        const float v = float_at(t, i);
-        nz += v != 0.0f;
-        nf += !std::isfinite(v);
+      for (int64_t i = begin; i < end; i += kChunk) {
+        const int64_t count = std::min(kChunk, end - i);
+        floats_at(t, i, count, values);
+        count_values(values, count, nz, nf);
       }
       nonzero += nz;
       nonfinite += nf;
@@ -307,10 +320,7 @@ class Loader {
         for (; k + 8 <= in; k += 8)
           for (int j = 0; j < 8; ++j) partial[j] += std::fabs(v[k + j]);
         for (; k < in; ++k) partial[0] += std::fabs(v[k]);
-        for (k = 0; k < in; ++k) {
-          nz += v[k] != 0.0f;
-          nf += !std::isfinite(v[k]);
-        }
+        count_values(v, in, nz, nf);
       }
       double local = 0.0;
       for (double p : partial) local += p;
