@@ -61,29 +61,6 @@ void count_values(const float* v, int64_t n, int64_t& nonzero, int64_t& nonfinit
   nonfinite += nf;
 }
 
-float float_at(const TensorView& t, int64_t i) {
-  const uint8_t* p = t.bytes.data();
-  switch (t.dtype) {
-    case DType::BF16: {
-      uint16_t h;
-      std::memcpy(&h, p + 2 * i, 2);
-      return bf16_to_f32(h);
-    }
-    case DType::F16: {
-      uint16_t h;
-      std::memcpy(&h, p + 2 * i, 2);
-      return f16_to_f32(h);
-    }
-    case DType::F32: {
-      float f;
-      std::memcpy(&f, p + 4 * i, 4);
-      return f;
-    }
-    default:
-      return 0.0f;
-  }
-}
-
 bool is_float(DType d) {
   return d == DType::BF16 || d == DType::F16 || d == DType::F32;
 }
@@ -220,7 +197,7 @@ class Loader {
     check_float_shape(t, {n});
     check_values(t);
     std::vector<float> v(n);
-    for (int64_t i = 0; i < n; ++i) v[i] = float_at(t, i);
+    floats_at(t, 0, n, v.data());
     return v;
   }
 
@@ -235,7 +212,7 @@ class Loader {
       m.dtype = DType::F32;
       m.storage.resize(static_cast<size_t>(rows * cols) * 4);
       float* out = reinterpret_cast<float*>(m.storage.data());
-      for (int64_t i = 0; i < rows * cols; ++i) out[i] = float_at(t, i);
+      floats_at(t, 0, rows * cols, out);
       m.data = m.storage.data();
     } else {
       m.dtype = t.dtype;
@@ -286,7 +263,8 @@ class Loader {
       const TensorView& s = get(prefix + ".weight_scale");
       if (!is_float(s.dtype) || s.numel() != 1 || s.shape.size() > 1)
         bad_tensor(s, "[1] BF16 or F32");
-      const float scale = float_at(s, 0);
+      float scale;
+      floats_at(s, 0, 1, &scale);
       if (!std::isfinite(scale) || scale == 0.0f) {
         warn("tensor '" + s.name + "' is " + std::to_string(scale) + " (corrupted download?)");
       }
