@@ -27,20 +27,19 @@ std::string shape_str(std::initializer_list<int64_t> shape) {
 // Values [first, first + n) of a float tensor, as f32: one dtype dispatch for a whole row.
 void floats_at(const TensorView& t, int64_t first, int64_t n, float* out) {
   const uint8_t* p = t.bytes.data();
+  auto widen_16_bit = [&](auto to_f32) {
+    for (int64_t k = 0; k < n; ++k) {
+      uint16_t h;
+      std::memcpy(&h, p + 2 * (first + k), 2);
+      out[k] = to_f32(h);
+    }
+  };
   switch (t.dtype) {
     case DType::BF16:
-      for (int64_t k = 0; k < n; ++k) {
-        uint16_t h;
-        std::memcpy(&h, p + 2 * (first + k), 2);
-        out[k] = bf16_to_f32(h);
-      }
+      widen_16_bit([](uint16_t h) { return bf16_to_f32(h); });
       return;
     case DType::F16:
-      for (int64_t k = 0; k < n; ++k) {
-        uint16_t h;
-        std::memcpy(&h, p + 2 * (first + k), 2);
-        out[k] = f16_to_f32(h);
-      }
+      widen_16_bit([](uint16_t h) { return f16_to_f32(h); });
       return;
     case DType::F32:
       std::memcpy(out, p + 4 * first, static_cast<size_t>(n) * 4);
@@ -92,8 +91,8 @@ class Loader {
     // the checks, are dropped now, as the head is quantized, and after each row read (as a
     // converted file's are).
     const bool bf16_head = options_.lm_head_or_default() == LmHeadFormat::bf16;
-    const bool embed_by_rows =
-        (!bf16_head || tensors_->find("lm_head.weight")) && w->embed.mapped();
+    const bool own_head = tensors_->find("lm_head.weight") != nullptr;
+    const bool embed_by_rows = (!bf16_head || own_head) && w->embed.mapped();
     if (embed_by_rows) release_pages(w->embed.bytes());
     // A layer at a time: a num_hidden_layers the checkpoint does not hold fails at the first
     // missing tensor instead of allocating every layer first.
@@ -102,7 +101,7 @@ class Loader {
       load_layer(l, w->layers.emplace_back());
     }
     w->final_norm = vector("model.norm.weight", c.hidden_dim);
-    if (tensors_->find("lm_head.weight")) {
+    if (own_head) {
       w->lm_head_tied = false;
       w->lm_head_own = dense("lm_head.weight", c.vocab_size, c.hidden_dim);
       // Read once more, to be quantized.
