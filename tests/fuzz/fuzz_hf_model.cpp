@@ -79,9 +79,10 @@ extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max
   }
   const size_t total = parts.config.size() + 1 + parts.safetensors.size();
   if (total > max_size) return LLVMFuzzerMutate(data, size, max_size);
-  std::memcpy(data, parts.config.data(), parts.config.size());
-  data[parts.config.size()] = 0;
-  std::memcpy(data + parts.config.size() + 1, parts.safetensors.data(), parts.safetensors.size());
+  // std::copy, not memcpy: either part may be empty, and an empty vector's data() may be null.
+  uint8_t* end = std::copy(parts.config.begin(), parts.config.end(), data);
+  *end++ = 0;
+  std::copy(parts.safetensors.begin(), parts.safetensors.end(), end);
   return total;
 }
 
